@@ -1,0 +1,584 @@
+//! The capacity model: from a [`Snapshot`], the maximum number of concurrent
+//! connections the target can hold, as the minimum over named constraints.
+//!
+//! Per-process constraints (nofile) add up over the processes of a service;
+//! system-wide ones (file-max, memory, conntrack, tcp_mem) do not. Each
+//! constraint says how many connections it still admits, so the binding one
+//! is simply the smallest.
+
+use crate::snapshot::{MemoryPerConnection, Snapshot};
+use serde::{Deserialize, Serialize};
+
+/// Knobs of the model. The defaults are what `headroom serve` itself uses, so
+/// the server refuses exactly where the model predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// File descriptors each process keeps back (log files, the accept that
+    /// carries a refusal, a config reload) and never gives to connections.
+    pub fd_reserve: u64,
+    /// Descriptors one connection costs (1 for a server; 2 for a proxy).
+    pub fds_per_connection: u64,
+    /// Cost of a connection when the snapshot carries no measured figure.
+    pub default_memory_per_connection: MemoryPerConnection,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            fd_reserve: 32,
+            fds_per_connection: 1,
+            // An idle TCP socket costs the kernel about 2 KiB of slab (sock,
+            // inode, dentry, file) and an idle headroom session about 4 KiB of
+            // RSS; both are replaced by measured figures when the probe has them.
+            default_memory_per_connection: MemoryPerConnection {
+                process_bytes: 4096,
+                kernel_bytes: 2048,
+                measured: false,
+            },
+        }
+    }
+}
+
+/// Whether a limit belongs to each process or to the whole host/namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Process,
+    System,
+}
+
+/// One limit, how much of it is used, and what that leaves for connections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Constraint {
+    /// Stable name: `nofile`, `file-max`, `memory`, `cgroup-memory`,
+    /// `conntrack`, `tcp-mem`, `ephemeral-ports`.
+    pub name: String,
+    pub scope: Scope,
+    /// Unit of `limit`, `used`, `reserve` and `headroom`: `fds`, `files`,
+    /// `bytes`, `entries`, `pages`, `ports`.
+    pub unit: String,
+    pub limit: u64,
+    pub used: u64,
+    /// Part of the limit deliberately kept back.
+    pub reserve: u64,
+    /// limit - used - reserve, never negative.
+    pub headroom: u64,
+    /// Units one more connection costs.
+    pub per_connection: u64,
+    /// Connections this constraint still admits: headroom / per_connection.
+    pub headroom_connections: u64,
+    /// Connections held now plus `headroom_connections`.
+    pub max_connections: u64,
+    /// One line: what the limit is and where it comes from.
+    pub explanation: String,
+    /// One line: how an operator raises it.
+    pub remedy: String,
+}
+
+impl Constraint {
+    /// Fraction of the limit in use, 0.0..=1.0 (reserve counts as in use).
+    pub fn utilisation(&self) -> f64 {
+        if self.limit == 0 {
+            return 1.0;
+        }
+        ((self.limit - self.headroom) as f64 / self.limit as f64).clamp(0.0, 1.0)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn constraint(
+    name: &str,
+    scope: Scope,
+    unit: &str,
+    limit: u64,
+    used: u64,
+    reserve: u64,
+    per_connection: u64,
+    connections: u64,
+    explanation: String,
+    remedy: &str,
+) -> Constraint {
+    let headroom = limit.saturating_sub(used).saturating_sub(reserve);
+    let headroom_connections = headroom / per_connection.max(1);
+    Constraint {
+        name: name.to_string(),
+        scope,
+        unit: unit.to_string(),
+        limit,
+        used,
+        reserve,
+        headroom,
+        per_connection: per_connection.max(1),
+        headroom_connections,
+        max_connections: connections + headroom_connections,
+        explanation,
+        remedy: remedy.to_string(),
+    }
+}
+
+/// The model's answer for one snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Connections held now, over all processes of the target.
+    pub connections: u64,
+    /// The smallest `max_connections` over all constraints.
+    pub predicted_max_connections: u64,
+    /// Name of the constraint that gives that number.
+    pub binding: String,
+    /// Every constraint, binding first, then by `max_connections`.
+    pub constraints: Vec<Constraint>,
+    /// Processes the per-process limits were summed over.
+    pub processes: u64,
+    /// When the binding constraint is per-process: the next constraint's name
+    /// and how many processes of this kind it takes to reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_wall: Option<NextWall>,
+}
+
+/// Where the wall moves once the per-process one is pushed back with more processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextWall {
+    pub constraint: String,
+    pub max_connections: u64,
+    pub processes_needed: u64,
+}
+
+impl Prediction {
+    pub fn binding_constraint(&self) -> Option<&Constraint> {
+        self.constraints.iter().find(|c| c.name == self.binding)
+    }
+
+    pub fn constraint(&self, name: &str) -> Option<&Constraint> {
+        self.constraints.iter().find(|c| c.name == name)
+    }
+}
+
+/// Connections one process can still accept under its nofile soft limit:
+/// soft - open - reserve, in units of `fds_per_connection`. The server calls
+/// this very function to set its own ceiling.
+pub fn fd_capacity(nofile_soft: u64, open_fds: u64, cfg: &ModelConfig) -> u64 {
+    nofile_soft.saturating_sub(open_fds).saturating_sub(cfg.fd_reserve) / cfg.fds_per_connection.max(1)
+}
+
+/// Predicts the target's maximum concurrent connections from a snapshot.
+pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
+    let conns = snap.connections();
+    let nproc = snap.processes.len() as u64;
+    let mut cs = Vec::new();
+
+    // nofile: per process, summed. An unlimited soft limit is capped by nr_open,
+    // which is what the kernel enforces for any fd table.
+    if nproc > 0 {
+        let limit: u64 = snap
+            .processes
+            .iter()
+            .map(|p| p.nofile_soft.unwrap_or(snap.system.nr_open))
+            .sum();
+        let used = snap.open_fds();
+        let reserve = cfg.fd_reserve * nproc;
+        let hard = snap.processes[0].nofile_hard;
+        let soft = snap.processes[0].nofile_soft;
+        let who = if nproc == 1 {
+            format!("pid {}", snap.processes[0].pid)
+        } else {
+            format!("{nproc} processes")
+        };
+        let explanation = format!(
+            "RLIMIT_NOFILE soft {} (hard {}) of {who}: {used} fds open, {reserve} kept in reserve",
+            fmt_limit(soft),
+            fmt_limit(hard),
+        );
+        let remedy = if soft.is_some() && soft == hard {
+            "soft = hard: raise the hard limit (LimitNOFILE=, limits.d; needs CAP_SYS_RESOURCE) or add worker processes (serve --workers)"
+        } else {
+            "raise the soft limit up to the hard limit (prlimit, LimitNOFILE=) or add worker processes"
+        };
+        cs.push(constraint(
+            "nofile",
+            Scope::Process,
+            "fds",
+            limit,
+            used,
+            reserve,
+            cfg.fds_per_connection,
+            conns,
+            explanation,
+            remedy,
+        ));
+    }
+
+    // System-wide file handles.
+    if snap.system.file_max > 0 {
+        cs.push(constraint(
+            "file-max",
+            Scope::System,
+            "files",
+            snap.system.file_max,
+            snap.system.file_nr_allocated,
+            0,
+            cfg.fds_per_connection,
+            conns,
+            format!(
+                "fs.file-max {}: {} file handles allocated host-wide",
+                snap.system.file_max, snap.system.file_nr_allocated
+            ),
+            "sysctl -w fs.file-max=N (headroom preflight apply --profile c100k)",
+        ));
+    }
+
+    let mem = snap
+        .memory_per_connection
+        .unwrap_or(cfg.default_memory_per_connection);
+    let how = if mem.measured { "measured" } else { "assumed" };
+    if snap.system.mem_total_bytes > 0 {
+        cs.push(constraint(
+            "memory",
+            Scope::System,
+            "bytes",
+            snap.system.mem_total_bytes,
+            snap.system
+                .mem_total_bytes
+                .saturating_sub(snap.system.mem_available_bytes),
+            0,
+            mem.total(),
+            conns,
+            format!(
+                "MemAvailable {} at {} B per connection ({} process + {} kernel, {how})",
+                fmt_bytes(snap.system.mem_available_bytes),
+                mem.total(),
+                mem.process_bytes,
+                mem.kernel_bytes
+            ),
+            "add memory, or lower the per-connection cost (buffers, per-session state)",
+        ));
+    }
+
+    // cgroup v2 memory.max: socket memory is charged to the cgroup too, so the
+    // per-connection cost is process plus kernel. Workers of a service share
+    // one cgroup: count each distinct (limit, used) once.
+    let mut seen = Vec::new();
+    for p in &snap.processes {
+        if let (Some(limit), Some(used)) = (p.cgroup_memory_limit_bytes, p.cgroup_memory_used_bytes)
+        {
+            if !seen.contains(&(limit, used)) {
+                seen.push((limit, used));
+            }
+        }
+    }
+    if !seen.is_empty() {
+        let limit: u64 = seen.iter().map(|s| s.0).sum();
+        let used: u64 = seen.iter().map(|s| s.1).sum();
+        cs.push(constraint(
+            "cgroup-memory",
+            Scope::Process,
+            "bytes",
+            limit,
+            used,
+            0,
+            mem.total(),
+            conns,
+            format!(
+                "cgroup memory.max {} ({} in use) at {} B per connection ({how})",
+                fmt_bytes(limit),
+                fmt_bytes(used),
+                mem.total()
+            ),
+            "raise memory.max (MemoryMax= in the unit, resources.limits.memory in Kubernetes)",
+        ));
+    }
+
+    // conntrack only binds when the namespace actually tracks connections:
+    // loaded but unused (no rule needs it) leaves nf_conntrack_count at 0.
+    if let (Some(max), Some(count)) = (snap.system.conntrack_max, snap.system.conntrack_count) {
+        if count > 0 {
+            cs.push(constraint(
+                "conntrack",
+                Scope::System,
+                "entries",
+                max,
+                count,
+                0,
+                1,
+                conns,
+                format!("net.netfilter.nf_conntrack_max {max}: {count} connections tracked"),
+                "sysctl -w net.netfilter.nf_conntrack_max=N, or exempt the port (NOTRACK)",
+            ));
+        }
+    }
+
+    // tcp_mem: past `max` pages the kernel drops and refuses socket memory.
+    if let (Some((_, _, max)), Some(used)) =
+        (snap.system.tcp_mem_pages, snap.system.tcp_mem_used_pages)
+    {
+        let page = snap.system.page_size.max(1);
+        if mem.kernel_bytes > 0 {
+            cs.push(constraint(
+                "tcp-mem",
+                Scope::System,
+                "pages",
+                max,
+                used,
+                0,
+                mem.kernel_bytes.div_ceil(page),
+                conns,
+                format!("net.ipv4.tcp_mem max {max} pages: {used} pages of socket buffers in use"),
+                "sysctl -w net.ipv4.tcp_mem='MIN PRESSURE MAX' with a larger MAX",
+            ));
+        }
+    }
+
+    finish(cs, conns, nproc)
+}
+
+fn finish(mut cs: Vec<Constraint>, conns: u64, nproc: u64) -> Prediction {
+    cs.sort_by(|a, b| {
+        a.max_connections
+            .cmp(&b.max_connections)
+            .then_with(|| a.name.cmp(&b.name))
+    });
+    let (predicted, binding) = cs
+        .first()
+        .map(|c| (c.max_connections, c.name.clone()))
+        .unwrap_or((0, String::new()));
+
+    let next_wall = cs.first().filter(|c| c.scope == Scope::Process).and_then(|b| {
+        let next = cs.iter().find(|c| c.scope == Scope::System)?;
+        // Capacity one process brings: its share of the binding limit.
+        let per_process = (b.limit.saturating_sub(b.reserve) / b.per_connection) / nproc.max(1);
+        let processes_needed = next.max_connections.div_ceil(per_process.max(1)).max(1);
+        Some(NextWall {
+            constraint: next.name.clone(),
+            max_connections: next.max_connections,
+            processes_needed,
+        })
+    });
+
+    Prediction {
+        connections: conns,
+        predicted_max_connections: predicted,
+        binding,
+        constraints: cs,
+        processes: nproc,
+        next_wall,
+    }
+}
+
+/// Client side: how many connections one client can open to one destination
+/// (address, port) before connect() fails with EADDRNOTAVAIL. Each source
+/// address has its own port range; ports held by other connections to the
+/// same destination (or in TIME_WAIT to it, unless tcp_tw_reuse lets connect
+/// reuse them) are already gone.
+pub fn ephemeral_ports_per_destination(
+    port_range: (u16, u16),
+    source_addresses: u64,
+    ports_in_use_to_destination: u64,
+    connections: u64,
+) -> Constraint {
+    let size = (port_range.1 as u64 + 1).saturating_sub(port_range.0 as u64);
+    constraint(
+        "ephemeral-ports",
+        Scope::System,
+        "ports",
+        size * source_addresses.max(1),
+        ports_in_use_to_destination,
+        0,
+        1,
+        connections,
+        format!(
+            "ip_local_port_range {}-{} ({size} ports) x {} source address(es) per destination",
+            port_range.0,
+            port_range.1,
+            source_addresses.max(1)
+        ),
+        "widen net.ipv4.ip_local_port_range, or add source addresses / destination ports",
+    )
+}
+
+/// Seconds until `headroom_connections` are used up at `rate` new connections
+/// per second; `None` when the rate is not positive (stable or shrinking).
+pub fn time_to_limit(headroom_connections: u64, rate_per_second: f64) -> Option<f64> {
+    (rate_per_second > 0.0).then(|| headroom_connections as f64 / rate_per_second)
+}
+
+fn fmt_limit(v: Option<u64>) -> String {
+    v.map_or("unlimited".to_string(), |v| v.to_string())
+}
+
+fn fmt_bytes(b: u64) -> String {
+    const GIB: u64 = 1 << 30;
+    const MIB: u64 = 1 << 20;
+    if b >= GIB {
+        format!("{:.1} GiB", b as f64 / GIB as f64)
+    } else {
+        format!("{:.1} MiB", b as f64 / MIB as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{ProcessInfo, SystemLimits};
+
+    /// This machine, roughly: nofile 20000, 24 GiB, generous file-max.
+    fn host() -> Snapshot {
+        Snapshot {
+            processes: vec![ProcessInfo {
+                pid: 42,
+                comm: "headroom".into(),
+                nofile_soft: Some(20000),
+                nofile_hard: Some(20000),
+                open_fds: 1010,
+                open_fds_peak: 1010,
+                connections: 1000,
+                ..Default::default()
+            }],
+            system: SystemLimits {
+                nr_open: 1 << 20,
+                file_max: 9_223_372_036_854_775_807,
+                file_nr_allocated: 2000,
+                somaxconn: 4096,
+                ip_local_port_range: (32768, 60999),
+                mem_total_bytes: 24 << 30,
+                mem_available_bytes: 23 << 30,
+                page_size: 4096,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn nofile_binds_on_this_host() {
+        let p = predict(&host(), &ModelConfig::default());
+        assert_eq!(p.binding, "nofile");
+        // 20000 - 1010 open - 32 reserve = 18958 more, plus 1000 held.
+        assert_eq!(p.predicted_max_connections, 19958);
+        let c = p.binding_constraint().unwrap();
+        assert_eq!((c.limit, c.used, c.reserve, c.headroom), (20000, 1010, 32, 18958));
+        assert!(c.explanation.contains("soft 20000 (hard 20000)"));
+        assert!(c.remedy.contains("hard limit"));
+    }
+
+    #[test]
+    fn nofile_sums_over_processes_and_names_next_wall() {
+        let mut s = host();
+        s.system.file_max = 100_000;
+        s.system.file_nr_allocated = 4000;
+        let one = s.processes[0].clone();
+        s.processes = vec![one.clone(), ProcessInfo { pid: 43, ..one }];
+        let p = predict(&s, &ModelConfig::default());
+        assert_eq!(p.binding, "nofile");
+        assert_eq!(p.processes, 2);
+        // Each: 20000 - 1010 - 32 = 18958; two hold 2000 now.
+        assert_eq!(p.predicted_max_connections, 2000 + 2 * 18958);
+        let next = p.next_wall.unwrap();
+        assert_eq!(next.constraint, "file-max");
+        // file-max admits 2000 + 96000 = 98000; one process brings 19968.
+        assert_eq!(next.max_connections, 98000);
+        assert_eq!(next.processes_needed, 5);
+    }
+
+    #[test]
+    fn file_max_binds_when_low() {
+        let mut s = host();
+        s.system.file_max = 5000;
+        s.system.file_nr_allocated = 4500;
+        let p = predict(&s, &ModelConfig::default());
+        assert_eq!(p.binding, "file-max");
+        assert_eq!(p.predicted_max_connections, 1500);
+        assert_eq!(p.next_wall, None);
+    }
+
+    #[test]
+    fn memory_binds_at_measured_cost() {
+        let mut s = host();
+        s.system.mem_available_bytes = 10 << 20; // 10 MiB
+        s.memory_per_connection = Some(MemoryPerConnection {
+            process_bytes: 8192,
+            kernel_bytes: 2048,
+            measured: true,
+        });
+        let p = predict(&s, &ModelConfig::default());
+        assert_eq!(p.binding, "memory");
+        assert_eq!(p.predicted_max_connections, 1000 + (10 << 20) / 10240);
+        assert!(p.binding_constraint().unwrap().explanation.contains("measured"));
+    }
+
+    #[test]
+    fn cgroup_memory_binds_and_is_counted_once_for_shared_cgroup() {
+        let mut s = host();
+        s.processes[0].cgroup_memory_limit_bytes = Some(64 << 20);
+        s.processes[0].cgroup_memory_used_bytes = Some(32 << 20);
+        let twin = ProcessInfo { pid: 43, ..s.processes[0].clone() };
+        s.processes.push(twin);
+        let p = predict(&s, &ModelConfig::default());
+        assert_eq!(p.binding, "cgroup-memory");
+        let c = p.binding_constraint().unwrap();
+        assert_eq!(c.limit, 64 << 20);
+        assert_eq!(c.headroom_connections, (32 << 20) / 6144);
+        assert_eq!(p.predicted_max_connections, 2000 + (32 << 20) / 6144);
+    }
+
+    #[test]
+    fn conntrack_binds_only_when_tracking() {
+        let mut s = host();
+        s.system.conntrack_max = Some(1024);
+        s.system.conntrack_count = Some(0);
+        assert_eq!(predict(&s, &ModelConfig::default()).binding, "nofile");
+        s.system.conntrack_count = Some(1000);
+        let p = predict(&s, &ModelConfig::default());
+        assert_eq!(p.binding, "conntrack");
+        assert_eq!(p.predicted_max_connections, 1024);
+    }
+
+    #[test]
+    fn tcp_mem_binds_when_nearly_exhausted() {
+        let mut s = host();
+        s.system.tcp_mem_pages = Some((100, 200, 300));
+        s.system.tcp_mem_used_pages = Some(290);
+        let p = predict(&s, &ModelConfig::default());
+        assert_eq!(p.binding, "tcp-mem");
+        // 10 pages left, 1 page per connection at 2048 kernel bytes.
+        assert_eq!(p.predicted_max_connections, 1010);
+    }
+
+    #[test]
+    fn fd_capacity_matches_nofile_constraint() {
+        let cfg = ModelConfig::default();
+        assert_eq!(fd_capacity(512, 10, &cfg), 470);
+        assert_eq!(fd_capacity(20, 10, &cfg), 0);
+        let s = host();
+        let p = predict(&s, &cfg);
+        assert_eq!(
+            p.constraint("nofile").unwrap().headroom_connections,
+            fd_capacity(20000, 1010, &cfg)
+        );
+    }
+
+    #[test]
+    fn ephemeral_ports_per_destination_counts_sources() {
+        let c = ephemeral_ports_per_destination((10000, 10999), 1, 0, 0);
+        assert_eq!(c.max_connections, 1000);
+        let c = ephemeral_ports_per_destination((10000, 10999), 3, 500, 500);
+        assert_eq!((c.limit, c.headroom, c.max_connections), (3000, 2500, 3000));
+    }
+
+    #[test]
+    fn time_to_limit_only_when_growing() {
+        assert_eq!(time_to_limit(310 * 42, 310.0), Some(42.0));
+        assert_eq!(time_to_limit(100, 0.0), None);
+        assert_eq!(time_to_limit(100, -5.0), None);
+    }
+
+    #[test]
+    fn prediction_json_has_contract_fields() {
+        let p = predict(&host(), &ModelConfig::default());
+        let v = serde_json::to_value(&p).unwrap();
+        assert_eq!(v["predicted_max_connections"], 19958);
+        assert_eq!(v["binding"], "nofile");
+        let c = &v["constraints"][0];
+        for k in ["name", "limit", "used", "headroom", "explanation"] {
+            assert!(c.get(k).is_some(), "missing {k}");
+        }
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything headroom needs to build and test on a fresh Debian 12
+# machine with rustup: apt packages, the nightly rust-src and bpf-linker for the
+# eBPF object, the Python MCP SDK used by interop tests, and Prometheus/promtool.
+# Idempotent: each step checks first, so a second run takes seconds.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+apt_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev iproute2 tmux socat prometheus util-linux procps python3-venv)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian package starts prometheus as a service where systemd runs; tests
+# start their own on loopback, so a stray one is harmless but not needed.
+
+if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q '^rust-src'; then
+  log "rustup: nightly rust-src"
+  rustup toolchain install nightly --profile minimal --component rust-src >/dev/null
+fi
+
+if ! command -v bpf-linker >/dev/null 2>&1; then
+  log "cargo install bpf-linker (about 2.5 minutes)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22 >/dev/null
+fi
+
+# Python clients for interop tests: the official MCP SDK (2.x) in a venv that
+# tests find at .venv/bin/python (override with HEADROOM_PYTHON).
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [ ! -x "$root/.venv/bin/python" ] || ! "$root/.venv/bin/python" -c 'import mcp' 2>/dev/null; then
+  log "python venv with mcp and kubernetes-validate"
+  python3 -m venv "$root/.venv"
+  "$root/.venv/bin/pip" install -q --upgrade pip >/dev/null
+  "$root/.venv/bin/pip" install -q -r "$root/tests/python/requirements.txt" >/dev/null
+fi
+
+# tracefs: the eBPF probe attaches to tracepoints and needs it mounted.
+if [ ! -e /sys/kernel/tracing/events ] && [ "$(id -u)" -eq 0 ]; then
+  mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+log "ready"

@@ -1,0 +1,1 @@
+//! headroom-server: The bundled MCP server: a pure protocol engine and its TCP, stdio and Streamable HTTP transports.

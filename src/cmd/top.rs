@@ -1,0 +1,10 @@
+//! `headroom top`: not built yet; see the open issue for it.
+
+use super::CmdResult;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> CmdResult {
+    anyhow::bail!("`headroom top` is not implemented yet")
+}

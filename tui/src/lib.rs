@@ -1,0 +1,1 @@
+//! headroom-tui: headroom top: the live dashboard (state, update and rendering apart).
