@@ -1,0 +1,372 @@
+//! The flood as a whole: sizes it (workers for descriptors, source addresses
+//! for ports), starts worker processes, keeps them in step over pipes, and
+//! merges their reports.
+//!
+//! Protocol on each worker's pipes, one JSON document per line: the worker
+//! writes its open-phase [`WorkerReport`], waits for `go` on stdin (sent once
+//! every worker has opened and the hold time has passed), then writes its
+//! final report and exits.
+
+use crate::report::{FloodReport, WorkerReport};
+use crate::spec::{self, Mode, TargetError, WorkerSpec};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Descriptors a worker keeps for itself (runtime, pipes, stdio).
+const WORKER_FD_RESERVE: u64 = 64;
+
+/// A whole flood, as asked on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub target: SocketAddr,
+    pub mode: Mode,
+    pub connections: u64,
+    /// Attempts per second over all workers; 0 = unpaced.
+    pub rate: f64,
+    /// Attempts in flight per worker.
+    pub concurrency: u32,
+    /// Loopback source addresses; 0 = as many as the port range needs.
+    pub sources: u32,
+    /// Worker processes; 0 = as many as the descriptor limit needs.
+    pub workers: u32,
+    pub duration: Duration,
+    pub timeout: Duration,
+    pub fail_streak: u64,
+    /// Hold everything this long after the open phase.
+    pub hold: Duration,
+    /// Bomb phase length (mode bomb).
+    pub bomb: Duration,
+    /// Requests in flight per session in the bomb phase.
+    pub window: u32,
+    /// Ping every held session at the end (mcp, bomb).
+    pub ping: bool,
+    pub allow_netns_target: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FloodError {
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("{0}")]
+    Bounds(String),
+    #[error("cannot start worker process: {0}")]
+    Spawn(io::Error),
+    #[error("worker {0}: {1}")]
+    Worker(u32, String),
+}
+
+impl Plan {
+    /// Checks target and bounds; resolves `workers` and `sources` when 0.
+    pub fn resolve(mut self) -> Result<Plan, FloodError> {
+        spec::check_target(
+            &self.target,
+            self.allow_netns_target,
+            spec::in_network_namespace(),
+        )?;
+        if self.connections == 0 || self.connections > spec::MAX_CONNECTIONS {
+            return Err(FloodError::Bounds(format!(
+                "--connections must be 1..={}",
+                spec::MAX_CONNECTIONS
+            )));
+        }
+        for (name, d) in [
+            ("--duration", self.duration),
+            ("--hold", self.hold),
+            ("--bomb-duration", self.bomb),
+        ] {
+            if d > spec::MAX_PHASE {
+                return Err(FloodError::Bounds(format!(
+                    "{name} must be at most {:?}",
+                    spec::MAX_PHASE
+                )));
+            }
+        }
+        if self.duration.is_zero() || self.timeout.is_zero() {
+            return Err(FloodError::Bounds(
+                "--duration and --timeout must be positive".into(),
+            ));
+        }
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            return Err(FloodError::Bounds(
+                "--rate must be a non-negative number".into(),
+            ));
+        }
+        if self.workers > spec::MAX_WORKERS || self.sources > spec::MAX_SOURCES {
+            return Err(FloodError::Bounds(format!(
+                "--workers at most {}, --sources at most {}",
+                spec::MAX_WORKERS,
+                spec::MAX_SOURCES
+            )));
+        }
+        if self.workers == 0 {
+            let hard = nofile_hard();
+            self.workers =
+                spec::workers_needed(self.connections, hard.saturating_sub(WORKER_FD_RESERVE));
+        }
+        if self.sources == 0 {
+            self.sources = if matches!(self.target.ip(), std::net::IpAddr::V4(v) if v.octets()[0] == 127)
+            {
+                spec::sources_needed(self.connections, port_range_size())
+            } else {
+                1
+            };
+        }
+        Ok(self)
+    }
+
+    /// The specs of the workers, sharing connections and rate evenly.
+    pub fn worker_specs(&self) -> Result<Vec<WorkerSpec>, FloodError> {
+        let sources = spec::source_addresses(&self.target, self.sources)?;
+        Ok(spec::split(self.connections, self.workers)
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| WorkerSpec {
+                index: i as u32,
+                target: self.target,
+                mode: self.mode,
+                connections: n,
+                rate: self.rate / self.workers.max(1) as f64,
+                concurrency: self.concurrency.max(1),
+                sources: sources.clone(),
+                duration_ms: self.duration.as_millis() as u64,
+                timeout_ms: self.timeout.as_millis() as u64,
+                fail_streak: self.fail_streak.max(1),
+                bomb_ms: self.bomb.as_millis() as u64,
+                window: self.window.max(1),
+                ping: self.ping,
+                raise_nofile: true,
+            })
+            .collect())
+    }
+}
+
+/// Kills workers still running when the flood ends early (error, panic).
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the flood: `worker_cmd(spec_json)` must start a process that calls
+/// [`worker_main`] with that JSON. `on_opened` sees the open-phase report
+/// while every session is still held (to read the server's state at peak).
+pub fn run(
+    plan: &Plan,
+    worker_cmd: impl Fn(&str) -> Command,
+    on_opened: impl FnOnce(&FloodReport),
+) -> Result<FloodReport, FloodError> {
+    let specs = plan.worker_specs()?;
+    let (tx, rx) = mpsc::channel::<(u32, Option<String>)>();
+    let mut workers = Workers(Vec::new());
+    for s in &specs {
+        let json = serde_json::to_string(s).expect("spec serialises");
+        let mut child = worker_cmd(&json)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(FloodError::Spawn)?;
+        let out = child.stdout.take().expect("piped");
+        let tx = tx.clone();
+        let idx = s.index;
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send((idx, Some(l))).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send((idx, None));
+        });
+        workers.0.push(child);
+    }
+    drop(tx);
+
+    let slack = plan.timeout + Duration::from_secs(10);
+    let opened = collect(
+        &rx,
+        specs.len(),
+        Instant::now() + plan.duration + slack,
+        &mut workers,
+    )?;
+    let report_open = FloodReport::merge(
+        plan.target,
+        plan.mode,
+        plan.sources,
+        plan.connections,
+        &opened,
+        &[],
+    );
+    on_opened(&report_open);
+    std::thread::sleep(plan.hold);
+    for c in &mut workers.0 {
+        if let Some(stdin) = c.stdin.as_mut() {
+            let _ = stdin.write_all(b"go\n").and_then(|_| stdin.flush());
+        }
+    }
+    let finals = collect(
+        &rx,
+        specs.len(),
+        Instant::now() + plan.bomb + slack * 3,
+        &mut workers,
+    )?;
+    for c in &mut workers.0 {
+        drop(c.stdin.take());
+    }
+    Ok(FloodReport::merge(
+        plan.target,
+        plan.mode,
+        plan.sources,
+        plan.connections,
+        &opened,
+        &finals,
+    ))
+}
+
+/// One report from each worker, in index order, before `deadline`.
+fn collect(
+    rx: &mpsc::Receiver<(u32, Option<String>)>,
+    n: usize,
+    deadline: Instant,
+    workers: &mut Workers,
+) -> Result<Vec<WorkerReport>, FloodError> {
+    let mut got: Vec<Option<WorkerReport>> = vec![None; n];
+    while got.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (idx, line) = rx.recv_timeout(left).map_err(|_| {
+            let missing = got.iter().position(Option::is_none).unwrap_or(0) as u32;
+            FloodError::Worker(missing, "no report before the deadline".into())
+        })?;
+        let Some(line) = line else {
+            let status = workers.0[idx as usize]
+                .wait()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            return Err(FloodError::Worker(
+                idx,
+                format!("exited without a report ({status})"),
+            ));
+        };
+        let r: WorkerReport = serde_json::from_str(&line)
+            .map_err(|e| FloodError::Worker(idx, format!("unreadable report: {e}")))?;
+        got[idx as usize] = Some(r);
+    }
+    Ok(got.into_iter().map(|r| r.expect("all present")).collect())
+}
+
+/// Entry point of a worker process: the spec as JSON, reports to stdout,
+/// `go` from stdin.
+pub fn worker_main(spec_json: &str) -> io::Result<()> {
+    let spec: WorkerSpec = serde_json::from_str(spec_json).map_err(|e| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("bad worker spec: {e}"))
+    })?;
+    crate::worker::run(
+        spec,
+        |r| {
+            let mut out = io::stdout().lock();
+            serde_json::to_writer(&mut out, r)?;
+            out.write_all(b"\n")?;
+            out.flush()
+        },
+        || {
+            let mut line = String::new();
+            io::stdin().lock().read_line(&mut line)?;
+            match line.trim() {
+                "go" => Ok(()),
+                other => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("expected go, got {other:?}"),
+                )),
+            }
+        },
+    )
+}
+
+fn nofile_hard() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    r.rlim_max
+}
+
+/// Size of net.ipv4.ip_local_port_range in this namespace.
+pub fn port_range_size() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
+            let (lo, hi) = (it.next()??, it.next()??);
+            Some(hi + 1 - lo)
+        })
+        .unwrap_or(28_232)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> Plan {
+        Plan {
+            target: "127.0.0.1:9".parse().unwrap(),
+            mode: Mode::Mcp,
+            connections: 100_000,
+            rate: 20_000.0,
+            concurrency: 64,
+            sources: 0,
+            workers: 0,
+            duration: Duration::from_secs(30),
+            timeout: Duration::from_secs(2),
+            fail_streak: 100,
+            hold: Duration::ZERO,
+            bomb: Duration::from_secs(5),
+            window: 16,
+            ping: true,
+            allow_netns_target: false,
+        }
+    }
+
+    #[test]
+    fn resolve_sizes_workers_and_sources() {
+        let p = plan().resolve().unwrap();
+        assert!(p.workers >= 100_000u64.div_ceil(nofile_hard() - WORKER_FD_RESERVE) as u32);
+        assert_eq!(p.sources, spec::sources_needed(100_000, port_range_size()));
+        let specs = p.worker_specs().unwrap();
+        assert_eq!(specs.iter().map(|s| s.connections).sum::<u64>(), 100_000);
+        assert_eq!(specs[0].rate, 20_000.0 / p.workers as f64);
+        let want = if p.sources > 1 { p.sources as usize } else { 0 };
+        assert_eq!(specs[0].sources.len(), want);
+    }
+
+    #[test]
+    fn resolve_refuses_out_of_bounds() {
+        let mut p = plan();
+        p.connections = spec::MAX_CONNECTIONS + 1;
+        assert!(matches!(p.resolve(), Err(FloodError::Bounds(_))));
+        let mut p = plan();
+        p.target = "192.0.2.1:80".parse().unwrap();
+        assert!(matches!(
+            p.resolve(),
+            Err(FloodError::Target(TargetError::NotLoopback(_)))
+        ));
+        let mut p = plan();
+        p.duration = Duration::from_secs(3600);
+        assert!(matches!(p.resolve(), Err(FloodError::Bounds(_))));
+    }
+}

@@ -1,0 +1,219 @@
+//! Why a connection attempt (or a held session) failed, by kind: the
+//! vocabulary of a breaking point.
+
+use serde::{Deserialize, Serialize};
+use std::io;
+
+/// The kinds of failure a flood tells apart. Each names who gave up and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The server accepted, answered with a JSON-RPC error line and closed:
+    /// its own, deliberate refusal (e.g. past `--max-connections`).
+    Refused,
+    /// ECONNREFUSED: nothing listens there (or the kernel reset the SYN).
+    ConnRefused,
+    /// EMFILE on our side: this client process ran out of descriptors.
+    Emfile,
+    /// ENFILE: the host ran out of file handles (fs.file-max).
+    Enfile,
+    /// EADDRNOTAVAIL: no free ephemeral port for this (source, destination).
+    Eaddrnotavail,
+    /// No answer in time: SYN dropped (accept queue full) or a stalled server.
+    Timeout,
+    /// ECONNRESET / EPIPE: the server (or its kernel) reset the connection.
+    Reset,
+    /// The server closed without a word.
+    Closed,
+    /// The server answered something that is not the expected JSON-RPC reply.
+    Protocol,
+    /// Any other error; the detail carries the errno.
+    Other,
+}
+
+impl FailureKind {
+    pub const ALL: [FailureKind; 10] = [
+        FailureKind::Refused,
+        FailureKind::ConnRefused,
+        FailureKind::Emfile,
+        FailureKind::Enfile,
+        FailureKind::Eaddrnotavail,
+        FailureKind::Timeout,
+        FailureKind::Reset,
+        FailureKind::Closed,
+        FailureKind::Protocol,
+        FailureKind::Other,
+    ];
+
+    /// One line for people: what this kind means.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FailureKind::Refused => "refused by the server (JSON-RPC error line)",
+            FailureKind::ConnRefused => "connection refused (ECONNREFUSED: nothing listening)",
+            FailureKind::Emfile => "EMFILE on the client: per-process descriptor limit",
+            FailureKind::Enfile => "ENFILE: host-wide file handle limit",
+            FailureKind::Eaddrnotavail => {
+                "EADDRNOTAVAIL: ephemeral ports to this destination used up"
+            }
+            FailureKind::Timeout => {
+                "timeout (SYN dropped by a full accept queue, or a stalled server)"
+            }
+            FailureKind::Reset => "connection reset",
+            FailureKind::Closed => "closed by the server without a reply",
+            FailureKind::Protocol => "unexpected reply",
+            FailureKind::Other => "other error",
+        }
+    }
+}
+
+/// A failure and its detail (the server's message, or the OS error text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn new(kind: FailureKind, detail: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// Classifies an OS error by errno; the detail keeps the OS text.
+    pub fn from_io(e: &io::Error) -> Failure {
+        let kind = match e.raw_os_error() {
+            Some(libc::EMFILE) => FailureKind::Emfile,
+            Some(libc::ENFILE) => FailureKind::Enfile,
+            Some(libc::EADDRNOTAVAIL) => FailureKind::Eaddrnotavail,
+            Some(libc::ECONNREFUSED) => FailureKind::ConnRefused,
+            Some(libc::ECONNRESET) | Some(libc::EPIPE) | Some(libc::ECONNABORTED) => {
+                FailureKind::Reset
+            }
+            Some(libc::ETIMEDOUT) => FailureKind::Timeout,
+            _ => match e.kind() {
+                io::ErrorKind::UnexpectedEof => FailureKind::Closed,
+                io::ErrorKind::TimedOut => FailureKind::Timeout,
+                _ => FailureKind::Other,
+            },
+        };
+        Failure::new(kind, e.to_string())
+    }
+}
+
+/// What one line from the server says about the request it answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A JSON-RPC result (for `tools/call`, `is_error` is the tool's isError).
+    Result { id: Option<u64>, is_error: bool },
+    /// A JSON-RPC error object: code and message.
+    Error {
+        id: Option<u64>,
+        code: i64,
+        message: String,
+    },
+}
+
+/// Parses one newline-delimited JSON-RPC message from the server.
+pub fn parse_reply(line: &str) -> Result<Reply, Failure> {
+    let v: serde_json::Value = serde_json::from_str(line.trim())
+        .map_err(|_| Failure::new(FailureKind::Protocol, snippet(line)))?;
+    let id = v.get("id").and_then(|i| i.as_u64());
+    if let Some(err) = v.get("error") {
+        return Ok(Reply::Error {
+            id,
+            code: err.get("code").and_then(|c| c.as_i64()).unwrap_or(0),
+            message: err
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("")
+                .to_string(),
+        });
+    }
+    match v.get("result") {
+        Some(r) => Ok(Reply::Result {
+            id,
+            is_error: r.get("isError").and_then(|e| e.as_bool()).unwrap_or(false),
+        }),
+        None => Err(Failure::new(FailureKind::Protocol, snippet(line))),
+    }
+}
+
+/// A line the server sent on its own (or instead of a reply): a JSON-RPC
+/// error is its refusal; anything else is a protocol failure.
+pub fn classify_unsolicited(line: &str) -> Failure {
+    match parse_reply(line) {
+        Ok(Reply::Error { code, message, .. }) => {
+            Failure::new(FailureKind::Refused, format!("{code}: {message}"))
+        }
+        Ok(Reply::Result { .. }) => Failure::new(FailureKind::Protocol, snippet(line)),
+        Err(f) => f,
+    }
+}
+
+fn snippet(line: &str) -> String {
+    let t = line.trim();
+    match t.char_indices().nth(120) {
+        Some((i, _)) => format!("{}...", &t[..i]),
+        None => t.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_kinds() {
+        let k = |n| Failure::from_io(&io::Error::from_raw_os_error(n)).kind;
+        assert_eq!(k(libc::EMFILE), FailureKind::Emfile);
+        assert_eq!(k(libc::ENFILE), FailureKind::Enfile);
+        assert_eq!(k(libc::EADDRNOTAVAIL), FailureKind::Eaddrnotavail);
+        assert_eq!(k(libc::ECONNREFUSED), FailureKind::ConnRefused);
+        assert_eq!(k(libc::ECONNRESET), FailureKind::Reset);
+        assert_eq!(k(libc::EPIPE), FailureKind::Reset);
+        assert_eq!(k(libc::ETIMEDOUT), FailureKind::Timeout);
+        assert_eq!(k(libc::EINVAL), FailureKind::Other);
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "eof");
+        assert_eq!(Failure::from_io(&eof).kind, FailureKind::Closed);
+    }
+
+    #[test]
+    fn refusal_line_is_refused_with_its_message() {
+        let line = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32000,"message":"server full: 470 connections (nofile)"}}"#;
+        let f = classify_unsolicited(line);
+        assert_eq!(f.kind, FailureKind::Refused);
+        assert_eq!(f.detail, "-32000: server full: 470 connections (nofile)");
+    }
+
+    #[test]
+    fn replies() {
+        assert_eq!(
+            parse_reply(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"isError":true}}"#),
+            Ok(Reply::Result {
+                id: Some(7),
+                is_error: true
+            })
+        );
+        assert_eq!(
+            parse_reply(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+            Ok(Reply::Result {
+                id: Some(1),
+                is_error: false
+            })
+        );
+        assert_eq!(
+            parse_reply("HTTP/1.1 400").unwrap_err().kind,
+            FailureKind::Protocol
+        );
+        assert_eq!(
+            parse_reply(r#"{"id":1}"#).unwrap_err().kind,
+            FailureKind::Protocol
+        );
+        assert_eq!(
+            classify_unsolicited(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#).kind,
+            FailureKind::Protocol
+        );
+    }
+}

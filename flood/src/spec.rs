@@ -1,0 +1,223 @@
+//! What a flood is asked to do, the bounds it must stay within, and the
+//! safety check on its target.
+
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+/// Hard ceilings: a flood is a lab instrument, never an open-ended attack.
+pub const MAX_CONNECTIONS: u64 = 250_000;
+pub const MAX_PHASE: Duration = Duration::from_secs(600);
+pub const MAX_SOURCES: u32 = 250;
+pub const MAX_WORKERS: u32 = 64;
+
+/// What each connection does once the TCP handshake is complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Hold the TCP connection; anything the server sends ends it.
+    Connect,
+    /// Complete the MCP initialize handshake, then hold the session.
+    Mcp,
+    /// `mcp`, then pipelined `tools/call` (tool `echo`) on every held session.
+    Bomb,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Connect => "connect",
+            Mode::Mcp => "mcp",
+            Mode::Bomb => "bomb",
+        }
+    }
+
+    /// Whether sessions speak MCP (and so can be pinged and bombed).
+    pub fn is_mcp(self) -> bool {
+        self != Mode::Connect
+    }
+}
+
+/// One worker's share of a flood. The orchestrator serialises it to JSON and
+/// hands it to a re-executed copy of the binary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerSpec {
+    pub index: u32,
+    pub target: SocketAddr,
+    pub mode: Mode,
+    /// Connections this worker opens at most.
+    pub connections: u64,
+    /// Connection attempts per second for this worker; 0 = as fast as allowed.
+    pub rate: f64,
+    /// Connection attempts in flight at once.
+    pub concurrency: u32,
+    /// Source addresses to bind (round-robin); empty = let the kernel choose.
+    pub sources: Vec<IpAddr>,
+    /// Length of the open phase.
+    pub duration_ms: u64,
+    /// Per-attempt timeout (connect, then handshake).
+    pub timeout_ms: u64,
+    /// Consecutive failures that count as the sustained failure that stops the flood.
+    pub fail_streak: u64,
+    /// Bomb phase: length and requests in flight per session.
+    pub bomb_ms: u64,
+    pub window: u32,
+    /// Ping every held session once after the other phases.
+    pub ping: bool,
+    /// Raise RLIMIT_NOFILE soft to hard before opening anything.
+    pub raise_nofile: bool,
+}
+
+/// Why a target was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("target {0} is not a loopback address (127.0.0.0/8 or ::1); inside a network namespace (ip netns exec) pass --allow-netns-target")]
+    NotLoopback(IpAddr),
+    #[error("--allow-netns-target: this process is in the host's network namespace; run it under `ip netns exec NAME`")]
+    NotInNamespace,
+    #[error("--sources {0}: extra source addresses are 127.0.0.x and need a 127.0.0.0/8 target")]
+    SourcesNeedLoopback(u32),
+}
+
+/// The safety rule: loopback targets always; anything else only when the
+/// caller opted in and we are demonstrably inside a non-host network namespace.
+pub fn check_target(
+    target: &SocketAddr,
+    allow_netns_target: bool,
+    in_netns: bool,
+) -> Result<(), TargetError> {
+    if target.ip().is_loopback() {
+        return Ok(());
+    }
+    if !allow_netns_target {
+        return Err(TargetError::NotLoopback(target.ip()));
+    }
+    if !in_netns {
+        return Err(TargetError::NotInNamespace);
+    }
+    Ok(())
+}
+
+/// True when this process's network namespace differs from pid 1's, i.e. we
+/// run under `ip netns exec` (or in a container). Unreadable = assume host.
+pub fn in_network_namespace() -> bool {
+    let me = std::fs::read_link("/proc/self/ns/net");
+    let init = std::fs::read_link("/proc/1/ns/net");
+    matches!((me, init), (Ok(a), Ok(b)) if a != b)
+}
+
+/// `count` loopback source addresses 127.0.0.1, .2, ... for a 127/8 target.
+/// One source means "let the kernel choose" (it picks 127.0.0.1 anyway).
+pub fn source_addresses(target: &SocketAddr, count: u32) -> Result<Vec<IpAddr>, TargetError> {
+    if count <= 1 {
+        return Ok(Vec::new());
+    }
+    match target.ip() {
+        IpAddr::V4(v4) if v4.octets()[0] == 127 => Ok((1..=count)
+            .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, (i >> 8) as u8, (i & 0xff) as u8)))
+            .collect()),
+        _ => Err(TargetError::SourcesNeedLoopback(count)),
+    }
+}
+
+/// Splits `total` into `parts` shares that differ by at most one.
+pub fn split(total: u64, parts: u32) -> Vec<u64> {
+    let parts = parts.max(1) as u64;
+    (0..parts)
+        .map(|i| total / parts + u64::from(i < total % parts))
+        .collect()
+}
+
+/// Worker processes needed so that no worker needs more than `per_worker`
+/// descriptors for `connections` connections.
+pub fn workers_needed(connections: u64, per_worker: u64) -> u32 {
+    connections
+        .div_ceil(per_worker.max(1))
+        .clamp(1, MAX_WORKERS as u64) as u32
+}
+
+/// Source addresses needed so that no (source, destination) pair needs more
+/// than `ports_per_source` ephemeral ports.
+pub fn sources_needed(connections: u64, ports_per_source: u64) -> u32 {
+    connections
+        .div_ceil(ports_per_source.max(1))
+        .clamp(1, MAX_SOURCES as u64) as u32
+}
+
+/// `10s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration (10s, 500ms, 2m): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn loopback_targets_pass_others_need_a_namespace() {
+        assert_eq!(check_target(&addr("127.0.0.1:1"), false, false), Ok(()));
+        assert_eq!(check_target(&addr("127.9.8.7:1"), false, false), Ok(()));
+        assert_eq!(check_target(&addr("[::1]:1"), false, false), Ok(()));
+        let ext = addr("10.0.0.1:80");
+        assert_eq!(
+            check_target(&ext, false, true),
+            Err(TargetError::NotLoopback(ext.ip()))
+        );
+        assert_eq!(
+            check_target(&ext, true, false),
+            Err(TargetError::NotInNamespace)
+        );
+        assert_eq!(check_target(&ext, true, true), Ok(()));
+    }
+
+    #[test]
+    fn sources_are_consecutive_loopback_addresses() {
+        let t = addr("127.0.0.1:80");
+        assert!(source_addresses(&t, 1).unwrap().is_empty());
+        let s = source_addresses(&t, 3).unwrap();
+        assert_eq!(
+            s,
+            ["127.0.0.1", "127.0.0.2", "127.0.0.3"].map(|a| a.parse::<IpAddr>().unwrap())
+        );
+        assert_eq!(
+            source_addresses(&t, 256).unwrap()[255],
+            "127.0.1.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            source_addresses(&addr("[::1]:80"), 2),
+            Err(TargetError::SourcesNeedLoopback(2))
+        );
+    }
+
+    #[test]
+    fn split_and_sizing() {
+        assert_eq!(split(10, 3), vec![4, 3, 3]);
+        assert_eq!(split(2, 4), vec![1, 1, 0, 0]);
+        assert_eq!(split(7, 0), vec![7]);
+        assert_eq!(workers_needed(100_000, 19_900), 6);
+        assert_eq!(workers_needed(10, 19_900), 1);
+        assert_eq!(sources_needed(100_000, 28_232), 4);
+        assert_eq!(sources_needed(0, 28_232), 1);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1").is_err());
+    }
+}
