@@ -42,6 +42,19 @@ if [ ! -x "$root/.venv/bin/python" ] || ! "$root/.venv/bin/python" -c 'import mc
   "$root/.venv/bin/pip" install -q -r "$root/tests/python/requirements.txt" >/dev/null
 fi
 
+# The official MCP conformance suite (npm) for tests/conformance.rs: installed
+# once into the cache scripts/conformance.sh reads, with its Node 20 adaptation.
+if ! command -v node >/dev/null 2>&1; then
+  log "apt-get install nodejs npm (the suite needs Node >= 20)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null || true
+fi
+if command -v npm >/dev/null 2>&1; then
+  "$root/scripts/conformance.sh" install >/dev/null || log "conformance suite: npm install failed (tests/conformance.rs will say so)"
+else
+  log "npm not found: install nodejs and npm (Node >= 20) for the conformance suite"
+fi
+
 # tracefs: the eBPF probe attaches to tracepoints and needs it mounted.
 if [ ! -e /sys/kernel/tracing/events ] && [ "$(id -u)" -eq 0 ]; then
   mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
