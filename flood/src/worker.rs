@@ -279,6 +279,9 @@ async fn open_one(spec: &WorkerSpec, source: Option<IpAddr>) -> Result<Session, 
     }
     let stream: TcpStream = sock.connect(spec.target).await.map_err(io)?;
     let _ = stream.set_nodelay(true);
+    // RST instead of FIN on close, however the worker ends (even killed): a
+    // flood must not leave its ports in FIN_WAIT/TIME_WAIT on the host.
+    let _ = stream.set_zero_linger();
     let (r, w) = stream.into_split();
     let mut s = Session {
         reader: BufReader::with_capacity(512, r),
@@ -370,11 +373,6 @@ async fn hold(mut s: Session, spec: &WorkerSpec, st: &Shared, mut phase: watch::
                 return;
             }
         }
-    }
-    // RST instead of FIN: a flood must not leave tens of thousands of
-    // TIME_WAIT sockets behind on the host.
-    if let Ok(stream) = s.reader.into_inner().reunite(s.writer) {
-        let _ = stream.set_zero_linger();
     }
 }
 
