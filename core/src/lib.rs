@@ -13,7 +13,7 @@ pub mod model;
 pub mod snapshot;
 
 pub use model::{
-    time_to_limit, NextWall,
+    accept_queue_capacity, effective_backlog, time_to_limit, NextWall,
     ephemeral_ports_per_destination, fd_capacity, predict, Constraint, ModelConfig, Prediction,
     Scope,
 };

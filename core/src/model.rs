@@ -399,6 +399,19 @@ pub fn ephemeral_ports_per_destination(
     )
 }
 
+/// The accept queue limit a `listen(fd, backlog)` gets: the kernel caps the
+/// requested backlog at net.core.somaxconn (of the listener's namespace).
+pub fn effective_backlog(backlog: u64, somaxconn: u64) -> u64 {
+    backlog.min(somaxconn)
+}
+
+/// Connections a listener that never accepts holds before the kernel drops
+/// new SYNs (and counts ListenOverflows): one more than the limit, because
+/// sk_acceptq_is_full() tests depth > limit.
+pub fn accept_queue_capacity(limit: u64) -> u64 {
+    limit + 1
+}
+
 /// Seconds until `headroom_connections` are used up at `rate` new connections
 /// per second; `None` when the rate is not positive (stable or shrinking).
 pub fn time_to_limit(headroom_connections: u64, rate_per_second: f64) -> Option<f64> {
@@ -574,6 +587,13 @@ mod tests {
         assert_eq!(ephemeral_ports_per_destination((10000, 10998), 1, 0, 0).max_connections, 998);
         assert_eq!(ephemeral_ports_per_destination((10001, 10999), 2, 0, 0).limit, 1996);
         assert_eq!(ephemeral_ports_per_destination((10000, 10000), 1, 0, 0).limit, 1);
+    }
+
+    #[test]
+    fn backlog_is_capped_by_somaxconn_and_holds_one_more() {
+        assert_eq!(effective_backlog(1024, 64), 64);
+        assert_eq!(effective_backlog(16, 4096), 16);
+        assert_eq!(accept_queue_capacity(effective_backlog(1024, 64)), 65);
     }
 
     #[test]
