@@ -127,6 +127,8 @@ mod code {
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
+/// The first revision of the stateless era.
+const STATELESS_ERA: &str = "2026-07-28";
 
 fn rpc_error(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
@@ -575,7 +577,17 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         },
         None => None,
     };
-    if let Some(v) = header_str(&headers, VERSION_HEADER) {
+    let params: PeekParams = peek
+        .params
+        .and_then(|p| serde_json::from_str(p.get()).ok())
+        .unwrap_or_default();
+    let meta_version = params.meta.as_ref().and_then(|m| m.version.as_deref());
+    let header_version = header_str(&headers, VERSION_HEADER);
+    // A stateless-era request: `_meta` names a revision, or the header names one
+    // past the initialize era. The engine answers version errors for those itself.
+    let stateless = session.is_none()
+        && (meta_version.is_some() || header_version.is_some_and(|v| v >= STATELESS_ERA));
+    if let (Some(v), false) = (header_version, stateless) {
         let supported = shared.protocol.supported_versions();
         if !supported.contains(&v) {
             let body = json!({"jsonrpc": "2.0", "id": raw_id(rid), "error": {
@@ -606,7 +618,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .await;
     }
 
-    if peek.method.as_deref() == Some("initialize") {
+    if peek.method.as_deref() == Some("initialize") && !stateless {
         if shared.sessions.len() >= shared.sessions.max {
             shared
                 .stats
@@ -635,12 +647,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     }
 
     // No session and not initialize: the stateless era, one protocol state per request.
-    let params: PeekParams = peek
-        .params
-        .and_then(|p| serde_json::from_str(p.get()).ok())
-        .unwrap_or_default();
-    let has_meta = params.meta.as_ref().is_some_and(|m| m.version.is_some());
-    if !has_meta && header_str(&headers, VERSION_HEADER).is_none_or(|v| v < "2026") {
+    if !stateless {
         // An initialize-era client that lost its session, or never initialized.
         if !is_request {
             return StatusCode::ACCEPTED.into_response();

@@ -243,7 +243,7 @@ fn stateless_headers_and_statuses() {
         &[JSON, ACCEPT, ("MCP-Protocol-Version", "1999-01-01")],
         body,
     );
-    assert_eq!((status, reply.contains("-32022")), (400, true), "{reply}");
+    assert_eq!((status, reply.contains("-32020")), (400, true), "{reply}");
     let nope = body.replace("tools/list", "nope");
     assert_eq!(
         request(
