@@ -36,6 +36,9 @@ enum Command {
     Fleet(cmd::fleet::Args),
     /// Print shell completions.
     Completions(cmd::completions::Args),
+    /// Write a man page per subcommand into a directory (packaging).
+    #[command(hide = true)]
+    Manpages(cmd::manpages::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,7 +53,10 @@ fn main() -> ExitCode {
         Command::Flood(a) => cmd::flood::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Fleet(a) => cmd::fleet::run(a),
-        Command::Completions(a) => cmd::completions::run(a, <Cli as clap::CommandFactory>::command()),
+        Command::Completions(a) => {
+            cmd::completions::run(a, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Manpages(a) => cmd::manpages::run(a, <Cli as clap::CommandFactory>::command()),
     };
     match result {
         Ok(code) => code,

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod completions;
 pub mod fleet;
 pub mod flood;
+pub mod manpages;
 pub mod preflight;
 pub mod probe;
 pub mod serve;
