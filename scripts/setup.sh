@@ -9,7 +9,7 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-apt_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev iproute2 tmux socat prometheus util-linux procps python3-venv)
+apt_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev iproute2 tmux socat prometheus util-linux procps python3-venv systemd)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +30,13 @@ fi
 if ! command -v bpf-linker >/dev/null 2>&1; then
   log "cargo install bpf-linker (about 2.5 minutes)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22 >/dev/null
+fi
+
+# cargo-deb builds the .deb (tests/fleet_deb.rs); systemd-analyze (package
+# systemd, above) checks the shipped units even where PID 1 is not systemd.
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  log "cargo install cargo-deb (about 1 minute)"
+  cargo install --locked cargo-deb >/dev/null
 fi
 
 # Python clients for interop tests: the official MCP SDK (2.x) in a venv that
