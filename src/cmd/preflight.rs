@@ -1,10 +1,194 @@
-//! `headroom preflight`: not built yet; see the open issue for it.
+//! `headroom preflight check|apply|rollback`: argument parsing and printing;
+//! the work is in the headroom-preflight crate.
 
 use super::CmdResult;
+use anyhow::Context;
+use headroom_preflight::{self as pf, Loader, RollbackOutcome, Root, Selector};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const PROFILES_HELP: &str = "Profiles: a path, or a name looked up in ./profiles, /etc/headroom/profiles, /usr/share/headroom/profiles, then the built-in baseline, c10k, c100k, c1m.";
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    cmd: Sub,
+}
 
-pub fn run(_args: Args) -> CmdResult {
-    anyhow::bail!("`headroom preflight` is not implemented yet")
+#[derive(clap::Subcommand)]
+enum Sub {
+    /// Compare this host (and a process) with a profile: one row per check, and the predicted capacity now and with the profile applied.
+    #[command(after_help = concat!(
+        "Exit status: 0 every check passes, 1 at least one check fails, 2 only warnings, 3 error (bad profile, unknown pid).\n",
+        "net.* checks read the network namespace headroom runs in (printed in the header); run it under `ip netns exec` or `nsenter -n` to check another.\n",
+        "Without --pid the nofile check reads this session's limits, which a server started from it inherits."
+    ))]
+    Check(CheckArgs),
+    /// Print the changes a profile needs (dry run); with --yes, make them: runtime sysctls, sysctl.d, limits.d and a systemd drop-in.
+    #[command(after_help = concat!(
+        "Before any write the previous values go to ROOT/var/lib/headroom/rollback.json (written atomically). ",
+        "Values that already satisfy a rule are never lowered. If one write fails, the writes made before it are undone. ",
+        "Exit status: 0 done (or nothing to do), 3 error."
+    ))]
+    Apply(ApplyArgs),
+    /// Restore exactly what the last `apply --yes` changed and remove the files it wrote. Safe to run twice.
+    Rollback(RollbackArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Profile name or path.
+    #[arg(long, long_help = PROFILES_HELP)]
+    profile: String,
+    /// Process whose nofile limits and open fds to check (default: this session).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print the report as JSON (schema_version 1).
+    #[arg(long)]
+    json: bool,
+    /// Checks shown but not counted in the exit status: names (net.core.somaxconn, nofile, memory, conntrack, capacity) or prefixes (net, fs).
+    #[arg(long, value_delimiter = ',', value_name = "CHECK,...")]
+    ignore: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct ApplyArgs {
+    /// Profile name or path.
+    #[arg(long, long_help = PROFILES_HELP)]
+    profile: String,
+    /// Make the changes; without it, only print them.
+    #[arg(long)]
+    yes: bool,
+    /// systemd service to give a LimitNOFILE= drop-in.
+    #[arg(long, value_name = "NAME")]
+    unit: Option<String>,
+    /// Prefix for persisted files and the rollback state (default /); runtime values still go to /proc/sys.
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Only these settings: names or prefixes, e.g. `net` (all net.*) or `nofile`.
+    #[arg(long, value_delimiter = ',', value_name = "CHECK,...")]
+    only: Vec<String>,
+    /// Leave these settings alone: names or prefixes.
+    #[arg(long, value_delimiter = ',', value_name = "CHECK,...")]
+    skip: Vec<String>,
+    /// Print the plan (and what was done) as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct RollbackArgs {
+    /// The --root the apply used (default /).
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn root_for(dir: Option<PathBuf>) -> Root {
+    match dir {
+        Some(d) => Root::system().with_files(d),
+        None => Root::system(),
+    }
+}
+
+pub fn run(args: Args) -> CmdResult {
+    match args.cmd {
+        Sub::Check(a) => check(a),
+        Sub::Apply(a) => apply(a),
+        Sub::Rollback(a) => rollback(a),
+    }
+}
+
+fn load(name: &str) -> anyhow::Result<pf::Profile> {
+    Ok(Loader::default().load(name)?)
+}
+
+fn check(a: CheckArgs) -> CmdResult {
+    let profile = load(&a.profile)?;
+    let root = Root::system();
+    let readings = pf::read(&root, a.pid, profile.sysctls.keys().map(String::as_str))?;
+    let mut report = pf::check(&profile, &readings);
+    report.ignore(&a.ignore)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", pf::check::render(&report));
+    }
+    Ok(ExitCode::from(report.exit_code()))
+}
+
+fn apply(a: ApplyArgs) -> CmdResult {
+    let profile = load(&a.profile)?;
+    let root = root_for(a.root);
+    let readings = pf::read(&root, None, profile.sysctls.keys().map(String::as_str))?;
+    let opts = pf::ApplyOptions {
+        unit: a.unit,
+        only: Selector::new(&a.only),
+        skip: Selector::new(&a.skip),
+    };
+    let plan = pf::plan(&profile, &root, &readings, &opts)?;
+    let done = if a.yes {
+        Some(pf::apply(&plan, &root).context("apply")?)
+    } else {
+        None
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "schema_version": headroom_core::SCHEMA_VERSION,
+            "dry_run": !a.yes,
+            "plan": plan,
+            "applied": done,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", plan.render());
+    match done {
+        None if plan.is_empty() => println!("nothing to change"),
+        None => println!("dry run: nothing written; run again with --yes to apply"),
+        Some(d) => match d.state_file {
+            None => println!("nothing to change"),
+            Some(state) => println!(
+                "applied {} sysctl(s) and {} file(s); previous values in {state}; undo with `headroom preflight rollback`",
+                d.sysctls,
+                d.files.len()
+            ),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rollback(a: RollbackArgs) -> CmdResult {
+    let root = root_for(a.root);
+    let outcome = pf::rollback(&root)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match outcome {
+        RollbackOutcome::Nothing => println!("nothing to roll back"),
+        RollbackOutcome::Restored {
+            profile,
+            sysctls,
+            files_removed,
+            files_restored,
+            notes,
+        } => {
+            println!("rolled back {profile}:");
+            for (k, v) in &sysctls {
+                println!("  {k} = {v}");
+            }
+            for f in &files_removed {
+                println!("  - {f}");
+            }
+            for f in &files_restored {
+                println!("  ~ {f} (previous contents)");
+            }
+            for n in &notes {
+                println!("  note: {n}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,987 @@
+//! Apply and rollback. `plan` computes the diff (pure, from readings);
+//! `apply` saves the previous values atomically BEFORE any write, then writes
+//! runtime sysctls and persisted files, undoing everything already written if
+//! one write fails; `rollback` restores exactly what `apply` changed.
+
+pub use crate::check::Selector;
+use crate::check::{join, target};
+use crate::profile::Profile;
+use crate::readings::{parse_numbers, Readings};
+use crate::root::{read_optional, remove_if_exists, write_atomic};
+use crate::{Error, Root};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const SYSCTL_FILE: &str = "/etc/sysctl.d/90-headroom.conf";
+pub const LIMITS_FILE: &str = "/etc/security/limits.d/90-headroom.conf";
+pub const STATE_FILE: &str = "/var/lib/headroom/rollback.json";
+
+/// `/etc/systemd/system/NAME.service.d/90-headroom.conf`.
+pub fn dropin_path(unit: &str) -> String {
+    format!("/etc/systemd/system/{unit}.service.d/90-headroom.conf")
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// systemd service that gets a LimitNOFILE= drop-in.
+    pub unit: Option<String>,
+    /// Only these checks (names or prefixes such as `net`); empty: all.
+    pub only: Selector,
+    /// Never these.
+    pub skip: Selector,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SysctlChange {
+    pub key: String,
+    pub previous: String,
+    pub applied: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    /// The system path, e.g. `/etc/sysctl.d/90-headroom.conf` (under the root).
+    pub path: String,
+    /// Contents before apply; `None`: the file did not exist (rollback removes it).
+    pub previous: Option<String>,
+    pub content: String,
+}
+
+/// A setting apply leaves alone, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Kept {
+    pub name: String,
+    pub current: Option<String>,
+    pub reason: String,
+}
+
+/// What `apply --yes` would do. Printed as the dry run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub profile: String,
+    pub netns: String,
+    pub sysctls: Vec<SysctlChange>,
+    pub files: Vec<FileChange>,
+    /// Directories apply creates (outermost first); rollback removes them if empty.
+    pub created_dirs: Vec<String>,
+    pub kept: Vec<Kept>,
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.sysctls.is_empty() && self.files.is_empty()
+    }
+
+    /// The diff, one line per change.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = format!("profile {}, net namespace {}\n", self.profile, self.netns);
+        let w = self
+            .sysctls
+            .iter()
+            .map(|c| c.key.len())
+            .chain(self.kept.iter().map(|k| k.name.len()))
+            .max()
+            .unwrap_or(0);
+        for c in &self.sysctls {
+            let _ = writeln!(out, "  ~ {:<w$}  {} -> {}", c.key, c.previous, c.applied);
+        }
+        for k in &self.kept {
+            let cur = k.current.as_deref().unwrap_or("absent");
+            let _ = writeln!(out, "  = {:<w$}  {cur} (kept: {})", k.name, k.reason);
+        }
+        for f in &self.files {
+            let sign = if f.previous.is_some() { "~" } else { "+" };
+            let _ = writeln!(out, "  {sign} {}", f.path);
+            for l in f.content.lines() {
+                let _ = writeln!(out, "      {l}");
+            }
+        }
+        for n in &self.notes {
+            let _ = writeln!(out, "  note: {n}");
+        }
+        out
+    }
+}
+
+/// The rollback state file: everything needed to undo one apply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    schema_version: u32,
+    profile: String,
+    netns: String,
+    applied_at_ms: u64,
+    sysctls: Vec<SysctlChange>,
+    files: Vec<FileChange>,
+    created_dirs: Vec<String>,
+}
+
+fn selected(opts: &ApplyOptions, name: &str) -> bool {
+    (opts.only.is_empty() || opts.only.matches(name)) && !opts.skip.matches(name)
+}
+
+fn valid_unit(u: &str) -> Result<String, Error> {
+    let name = u.strip_suffix(".service").unwrap_or(u);
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '@' | '-' | '\\'));
+    if !ok || name.starts_with('.') {
+        return Err(Error::Usage(format!(
+            "--unit {u:?}: not a systemd service name"
+        )));
+    }
+    Ok(name.to_string())
+}
+
+/// The LimitNOFILE= a unit already has (last one wins, as in systemd), as
+/// (soft, hard); `u64::MAX` for infinity.
+fn unit_nofile(root: &Root, unit: &str) -> Option<(u64, u64)> {
+    let mut files = vec![
+        format!("/usr/lib/systemd/system/{unit}.service"),
+        format!("/lib/systemd/system/{unit}.service"),
+        format!("/etc/systemd/system/{unit}.service"),
+    ];
+    let ours = dropin_path(unit);
+    let dir = root.file(&format!("/etc/systemd/system/{unit}.service.d"));
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        let mut confs: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".conf"))
+            .map(|n| format!("/etc/systemd/system/{unit}.service.d/{n}"))
+            .filter(|p| *p != ours)
+            .collect();
+        confs.sort();
+        files.extend(confs);
+    }
+    let parse = |s: &str| match s.trim() {
+        "infinity" => Some(u64::MAX),
+        n => n.parse().ok(),
+    };
+    let mut found = None;
+    for f in files {
+        let Ok(Some(text)) = read_optional(&root.file(&f)) else {
+            continue;
+        };
+        for l in text.lines() {
+            if let Some(v) = l.trim().strip_prefix("LimitNOFILE=") {
+                found = match v.split_once(':') {
+                    Some((s, h)) => parse(s).zip(parse(h)),
+                    None => parse(v).map(|n| (n, n)),
+                };
+            }
+        }
+    }
+    found
+}
+
+/// Computes what `apply` would change. Reads nothing but `r` and, for the
+/// files it would write, their current contents under `root`.
+pub fn plan(
+    profile: &Profile,
+    root: &Root,
+    r: &Readings,
+    opts: &ApplyOptions,
+) -> Result<Plan, Error> {
+    if profile.observe_only {
+        return Err(Error::Usage(format!(
+            "profile {} is observe-only: check against it; apply c10k, c100k or c1m",
+            profile.name
+        )));
+    }
+    let unit = opts.unit.as_deref().map(valid_unit).transpose()?;
+    let netns = r.snapshot.netns.clone();
+    let mut p = Plan {
+        profile: profile.name.clone(),
+        netns: netns.clone(),
+        sysctls: vec![],
+        files: vec![],
+        created_dirs: vec![],
+        kept: vec![],
+        notes: vec![],
+    };
+    for (key, rule) in &profile.sysctls {
+        if !selected(opts, key) {
+            continue;
+        }
+        let raw = r.sysctls.get(key).cloned().flatten();
+        let current = raw
+            .as_deref()
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "));
+        let kept = |reason: String| Kept {
+            name: key.clone(),
+            current: current.clone(),
+            reason,
+        };
+        match raw.as_deref().map(parse_numbers) {
+            None => p.kept.push(kept(if key.starts_with("net.") {
+                format!(
+                    "absent in net namespace {netns}: host-wide, set it from the initial namespace"
+                )
+            } else {
+                "absent on this kernel".into()
+            })),
+            Some(None) => p.kept.push(kept("not a number".into())),
+            Some(Some(c)) => match target(rule, &c) {
+                None => p.kept.push(kept(format!(
+                    "satisfies {}",
+                    crate::check::required_text(rule)
+                ))),
+                Some(t) => p.sysctls.push(SysctlChange {
+                    key: key.clone(),
+                    previous: current.clone().unwrap_or_default(),
+                    applied: join(&t),
+                }),
+            },
+        }
+    }
+
+    let mut files: Vec<(String, String)> = Vec::new();
+    if !p.sysctls.is_empty() {
+        let mut s = format!(
+            "# Written by `headroom preflight apply --profile {}`; `headroom preflight rollback` removes it.\n",
+            profile.name
+        );
+        for c in &p.sysctls {
+            s.push_str(&format!("{} = {}\n", c.key, c.applied));
+        }
+        files.push((SYSCTL_FILE.into(), s));
+        if p.sysctls.iter().any(|c| c.key.starts_with("net.")) {
+            let init = std::fs::read_link(root.proc("1/ns/net"))
+                .map(|l| l.to_string_lossy().into_owned())
+                .ok();
+            if init.as_deref() != Some(netns.as_str()) {
+                p.notes.push(format!(
+                    "net.* values were written in {netns}; {SYSCTL_FILE} is read at boot in the initial namespace"
+                ));
+            }
+        }
+    }
+
+    if let Some(n) = profile.nofile.as_ref().filter(|_| selected(opts, "nofile")) {
+        let proc = &r.snapshot.processes[0];
+        let (soft, hard) = (proc.nofile_soft, proc.nofile_hard);
+        let session_ok = soft.is_none_or(|s| s >= n.soft) && hard.is_none_or(|h| h >= n.hard);
+        // Never lower: keep whatever is already above the profile.
+        let want_soft = soft.map_or(n.soft, |s| s.max(n.soft));
+        let want_hard = hard.map_or(n.hard, |h| h.max(n.hard)).max(want_soft);
+        let cur = format!(
+            "soft {}, hard {}",
+            soft.map_or("unlimited".into(), |v| v.to_string()),
+            hard.map_or("unlimited".into(), |v| v.to_string())
+        );
+        if session_ok {
+            p.kept.push(Kept {
+                name: "nofile".into(),
+                current: Some(cur),
+                reason: format!("satisfies soft >= {}, hard >= {}", n.soft, n.hard),
+            });
+        } else {
+            let mut s = format!(
+                "# Written by `headroom preflight apply --profile {}`; `headroom preflight rollback` removes it.\n# pam_limits: `*` does not cover root, hence the root lines.\n",
+                profile.name
+            );
+            for who in ["*", "root"] {
+                s.push_str(&format!(
+                    "{who:<5} soft nofile {want_soft}\n{who:<5} hard nofile {want_hard}\n"
+                ));
+            }
+            files.push((LIMITS_FILE.into(), s));
+            if hard.is_some_and(|h| h < n.hard) && !r.cap_sys_resource {
+                p.notes.push(format!(
+                    "nofile: this session's hard limit {} cannot be raised without CAP_SYS_RESOURCE; the new limit applies to new logins and restarted services",
+                    hard.unwrap_or(0)
+                ));
+            }
+        }
+        if let Some(u) = &unit {
+            match unit_nofile(root, u) {
+                Some((s, h)) if s >= n.soft && h >= n.hard => p.kept.push(Kept {
+                    name: format!("{u}.service LimitNOFILE"),
+                    current: Some(format!("{s}:{h}")),
+                    reason: format!("satisfies {}:{}", n.soft, n.hard),
+                }),
+                existing => {
+                    let (s, h) =
+                        existing.map_or((n.soft, n.hard), |(s, h)| (s.max(n.soft), h.max(n.hard)));
+                    let fmt = |v: u64| {
+                        if v == u64::MAX {
+                            "infinity".to_string()
+                        } else {
+                            v.to_string()
+                        }
+                    };
+                    files.push((
+                        dropin_path(u),
+                        format!(
+                            "# Written by `headroom preflight apply --profile {}`; `headroom preflight rollback` removes it.\n[Service]\nLimitNOFILE={}:{}\n",
+                            profile.name,
+                            fmt(s),
+                            fmt(h.max(s))
+                        ),
+                    ));
+                    p.notes.push(format!(
+                        "systemctl daemon-reload && systemctl restart {u}.service to give it the new LimitNOFILE"
+                    ));
+                }
+            }
+        }
+    } else if unit.is_some() && profile.nofile.is_some() {
+        p.notes
+            .push("--unit ignored: nofile is not selected".into());
+    }
+
+    for (path, content) in files {
+        let full = root.file(&path);
+        let previous = read_optional(&full).map_err(|e| Error::io(&full, e))?;
+        if previous.as_deref() == Some(content.as_str()) {
+            continue;
+        }
+        // Directories we create, outermost first, so rollback can remove them.
+        let mut missing = Vec::new();
+        let mut d = Path::new(&path).parent();
+        while let Some(dir) = d.filter(|d| !root.file(&d.to_string_lossy()).exists()) {
+            missing.push(dir.to_string_lossy().into_owned());
+            d = dir.parent();
+        }
+        for dir in missing.into_iter().rev() {
+            if !p.created_dirs.contains(&dir) {
+                p.created_dirs.push(dir);
+            }
+        }
+        p.files.push(FileChange {
+            path,
+            previous,
+            content,
+        });
+    }
+    Ok(p)
+}
+
+/// What one `apply --yes` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    pub sysctls: usize,
+    pub files: Vec<String>,
+    /// `None` when there was nothing to change (no state written).
+    pub state_file: Option<String>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn same_value(a: &str, b: &str) -> bool {
+    parse_numbers(a).is_some() && parse_numbers(a) == parse_numbers(b)
+}
+
+/// Applies a plan. The rollback state is on disk before the first write; if
+/// any write fails, the ones before it are undone and the error names the key.
+pub fn apply(p: &Plan, root: &Root) -> Result<Applied, Error> {
+    let state_path = root.file(STATE_FILE);
+    if state_path.exists() {
+        return Err(Error::Usage(format!(
+            "an earlier apply is recorded in {}: run `headroom preflight rollback` first",
+            state_path.display()
+        )));
+    }
+    if p.is_empty() {
+        return Ok(Applied {
+            sysctls: 0,
+            files: vec![],
+            state_file: None,
+        });
+    }
+    let state = State {
+        schema_version: headroom_core::SCHEMA_VERSION,
+        profile: p.profile.clone(),
+        netns: p.netns.clone(),
+        applied_at_ms: now_ms(),
+        sysctls: p.sysctls.clone(),
+        files: p.files.clone(),
+        created_dirs: p.created_dirs.clone(),
+    };
+    let json = serde_json::to_string_pretty(&state).expect("state serializes");
+    if let Some(dir) = state_path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_atomic(&state_path, &json).map_err(|e| Error::io(&state_path, e))?;
+
+    let mut done = Undo::default();
+    for c in &p.sysctls {
+        let path = root.sysctl_path(&c.key);
+        let result = root.write_sysctl(&c.key, &c.applied).and_then(|()| {
+            // The kernel may clamp or ignore a value without an error: read back.
+            let now = root.read_sysctl(&c.key)?.unwrap_or_default();
+            if same_value(&now, &c.applied) {
+                Ok(())
+            } else {
+                Err(std::io::Error::other(format!("the kernel kept {now:?}")))
+            }
+        });
+        match result {
+            Ok(()) => done.sysctls.push(c),
+            Err(e) => {
+                return Err(failed(
+                    root,
+                    &state_path,
+                    done,
+                    &c.key,
+                    &c.applied,
+                    &path,
+                    e,
+                ));
+            }
+        }
+    }
+    for d in &p.created_dirs {
+        let full = root.file(d);
+        if let Err(e) = std::fs::create_dir(&full) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(failed(root, &state_path, done, d, "(directory)", &full, e));
+            }
+        }
+        done.dirs.push(d);
+    }
+    for f in &p.files {
+        let full = root.file(&f.path);
+        match write_atomic(&full, &f.content) {
+            Ok(()) => done.files.push(f),
+            Err(e) => return Err(failed(root, &state_path, done, &f.path, "(file)", &full, e)),
+        }
+    }
+    Ok(Applied {
+        sysctls: p.sysctls.len(),
+        files: p.files.iter().map(|f| f.path.clone()).collect(),
+        state_file: Some(state_path.display().to_string()),
+    })
+}
+
+#[derive(Default)]
+struct Undo<'a> {
+    sysctls: Vec<&'a SysctlChange>,
+    dirs: Vec<&'a String>,
+    files: Vec<&'a FileChange>,
+}
+
+/// Undoes `done` in reverse and builds the error for the write that failed.
+fn failed(
+    root: &Root,
+    state_path: &Path,
+    done: Undo,
+    key: &str,
+    value: &str,
+    path: &Path,
+    e: std::io::Error,
+) -> Error {
+    let mut errors = Vec::new();
+    for f in done.files.iter().rev() {
+        let full = root.file(&f.path);
+        let r = match &f.previous {
+            Some(prev) => write_atomic(&full, prev),
+            None => remove_if_exists(&full),
+        };
+        if let Err(e) = r {
+            errors.push(format!("{}: {e}", f.path));
+        }
+    }
+    for d in done.dirs.iter().rev() {
+        let _ = std::fs::remove_dir(root.file(d));
+    }
+    for c in done.sysctls.iter().rev() {
+        if let Err(e) = root.write_sysctl(&c.key, &c.previous) {
+            errors.push(format!("{} back to {}: {e}", c.key, c.previous));
+        }
+    }
+    let n = done.sysctls.len() + done.files.len();
+    let undo = if errors.is_empty() {
+        let _ = remove_if_exists(state_path);
+        format!("undid the {n} write(s) made before it; nothing changed")
+    } else {
+        format!(
+            "undo incomplete ({}); state kept in {} for `headroom preflight rollback`",
+            errors.join("; "),
+            state_path.display()
+        )
+    };
+    Error::Write {
+        key: key.to_string(),
+        value: value.to_string(),
+        path: path.display().to_string(),
+        reason: e.to_string(),
+        undo,
+    }
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum RollbackOutcome {
+    /// No state file: nothing applied, or already rolled back.
+    Nothing,
+    Restored {
+        profile: String,
+        /// (key, value restored).
+        sysctls: Vec<(String, String)>,
+        files_removed: Vec<String>,
+        files_restored: Vec<String>,
+        notes: Vec<String>,
+    },
+}
+
+/// Restores what the recorded apply changed, then removes the state file.
+/// Safe to run twice: the second run finds no state and does nothing.
+pub fn rollback(root: &Root) -> Result<RollbackOutcome, Error> {
+    let state_path = root.file(STATE_FILE);
+    let text = match read_optional(&state_path).map_err(|e| Error::io(&state_path, e))? {
+        None => return Ok(RollbackOutcome::Nothing),
+        Some(t) => t,
+    };
+    let st_err = |message: String| Error::State {
+        path: state_path.display().to_string(),
+        message,
+    };
+    let state: State = serde_json::from_str(&text).map_err(|e| st_err(e.to_string()))?;
+    let here = root.netns();
+    if state.sysctls.iter().any(|c| c.key.starts_with("net.")) && state.netns != here {
+        return Err(st_err(format!(
+            "net.* values were applied in {}, this is {here}: run rollback in that namespace (ip netns exec ...)",
+            state.netns
+        )));
+    }
+    let mut errors = Vec::new();
+    let mut notes = Vec::new();
+    let mut restored = Vec::new();
+    for c in state.sysctls.iter().rev() {
+        let now = root.read_sysctl(&c.key).ok().flatten().unwrap_or_default();
+        if !same_value(&now, &c.applied) && !same_value(&now, &c.previous) {
+            notes.push(format!(
+                "{} was changed since apply ({} -> {}); restored to {} anyway",
+                c.key,
+                c.applied,
+                now.split_whitespace().collect::<Vec<_>>().join(" "),
+                c.previous
+            ));
+        }
+        match root.write_sysctl(&c.key, &c.previous) {
+            Ok(()) => restored.push((c.key.clone(), c.previous.clone())),
+            Err(e) => errors.push(format!("{} back to {}: {e}", c.key, c.previous)),
+        }
+    }
+    let (mut removed, mut rewritten) = (Vec::new(), Vec::new());
+    for f in state.files.iter().rev() {
+        let full = root.file(&f.path);
+        let r = match &f.previous {
+            Some(prev) => write_atomic(&full, prev).map(|()| rewritten.push(f.path.clone())),
+            None => remove_if_exists(&full).map(|()| removed.push(f.path.clone())),
+        };
+        if let Err(e) = r {
+            errors.push(format!("{}: {e}", f.path));
+        }
+    }
+    for d in state.created_dirs.iter().rev() {
+        // Only if empty: something else may have been put there since.
+        let _ = std::fs::remove_dir(root.file(d));
+    }
+    if !errors.is_empty() {
+        return Err(st_err(format!(
+            "could not restore {}; state kept, fix and run rollback again",
+            errors.join("; ")
+        )));
+    }
+    remove_if_exists(&state_path).map_err(|e| Error::io(&state_path, e))?;
+    Ok(RollbackOutcome::Restored {
+        profile: state.profile,
+        sysctls: restored,
+        files_removed: removed,
+        files_restored: rewritten,
+        notes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Loader;
+    use std::fs;
+    use std::path::PathBuf;
+
+    const SYSCTLS: &[(&str, &str)] = &[
+        ("fs/nr_open", "1048576"),
+        ("fs/file-max", "200000"),
+        ("fs/file-nr", "1000\t0\t200000"),
+        ("net/core/somaxconn", "4096"),
+        ("net/core/netdev_max_backlog", "1000"),
+        ("net/ipv4/tcp_max_syn_backlog", "2048"),
+        ("net/ipv4/ip_local_port_range", "32768\t60999"),
+        ("net/ipv4/tcp_tw_reuse", "2"),
+        ("net/ipv4/tcp_fin_timeout", "60"),
+    ];
+
+    /// A root with this machine's shape: nofile 20000/20000, no CAP_SYS_RESOURCE.
+    fn fixture() -> (tempfile::TempDir, Root) {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path();
+        for (k, v) in SYSCTLS {
+            let f = p.join("proc/sys").join(k);
+            fs::create_dir_all(f.parent().unwrap()).unwrap();
+            fs::write(f, format!("{v}\n")).unwrap();
+        }
+        fs::create_dir_all(p.join("proc/self/ns")).unwrap();
+        fs::create_dir_all(p.join("proc/self/fd")).unwrap();
+        std::os::unix::fs::symlink("net:[4026532999]", p.join("proc/self/ns/net")).unwrap();
+        fs::write(
+            p.join("proc/self/limits"),
+            "Limit Soft Hard Units\nMax open files            20000                20000                files\n",
+        )
+        .unwrap();
+        fs::write(
+            p.join("proc/self/status"),
+            "Name: x\nCapEff:\t000001fffeffffff\n",
+        )
+        .unwrap();
+        fs::write(
+            p.join("proc/meminfo"),
+            "MemTotal: 25165824 kB\nMemAvailable: 20971520 kB\n",
+        )
+        .unwrap();
+        let root = Root::at(p);
+        (t, root)
+    }
+
+    fn snapshot_sysctls(t: &Path) -> Vec<(PathBuf, String)> {
+        SYSCTLS
+            .iter()
+            .map(|(k, _)| {
+                let f = t.join("proc/sys").join(k);
+                let v = fs::read_to_string(&f).unwrap();
+                (f, v)
+            })
+            .collect()
+    }
+
+    fn builtin(name: &str) -> Profile {
+        Loader {
+            dirs: vec![],
+            builtin: true,
+        }
+        .load(name)
+        .unwrap()
+    }
+
+    fn readings(root: &Root, p: &Profile) -> Readings {
+        crate::read(root, None, p.sysctls.keys().map(String::as_str)).unwrap()
+    }
+
+    #[test]
+    fn apply_then_rollback_restores_exactly_and_twice_is_safe() {
+        let (t, root) = fixture();
+        let before = snapshot_sysctls(t.path());
+        let prof = builtin("c100k");
+        let r = readings(&root, &prof);
+        let opts = ApplyOptions {
+            unit: Some("web.service".into()),
+            ..Default::default()
+        };
+        let plan = plan(&prof, &root, &r, &opts).unwrap();
+        let changed: Vec<(&str, &str, &str)> = plan
+            .sysctls
+            .iter()
+            .map(|c| (c.key.as_str(), c.previous.as_str(), c.applied.as_str()))
+            .collect();
+        assert_eq!(
+            changed,
+            [
+                ("fs.file-max", "200000", "1048576"),
+                ("net.core.netdev_max_backlog", "1000", "16384"),
+                ("net.core.somaxconn", "4096", "65535"),
+                ("net.ipv4.ip_local_port_range", "32768 60999", "1024 65535"),
+                ("net.ipv4.tcp_fin_timeout", "60", "15"),
+                ("net.ipv4.tcp_max_syn_backlog", "2048", "65535"),
+                ("net.ipv4.tcp_tw_reuse", "2", "1"),
+            ]
+        );
+        assert_eq!(plan.kept.len(), 1, "{:?}", plan.kept);
+        assert_eq!(plan.kept[0].name, "fs.nr_open");
+        let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                SYSCTL_FILE,
+                LIMITS_FILE,
+                "/etc/systemd/system/web.service.d/90-headroom.conf"
+            ]
+        );
+        assert!(plan.files[2].content.contains("LimitNOFILE=262144:262144"));
+        assert!(plan.files[1].content.contains("root  hard nofile 262144"));
+        assert!(plan
+            .notes
+            .iter()
+            .any(|n| n.contains("cannot be raised without CAP_SYS_RESOURCE")));
+        let diff = plan.render();
+        assert!(
+            diff.contains("~ net.core.somaxconn") && diff.contains("4096 -> 65535"),
+            "{diff}"
+        );
+        // The dry run wrote nothing.
+        assert_eq!(snapshot_sysctls(t.path()), before);
+        assert!(!t.path().join("etc").exists());
+
+        let done = apply(&plan, &root).unwrap();
+        assert_eq!((done.sysctls, done.files.len()), (7, 3));
+        assert_eq!(
+            root.read_sysctl("net.ipv4.ip_local_port_range")
+                .unwrap()
+                .unwrap(),
+            "1024 65535"
+        );
+        assert_eq!(root.read_sysctl("fs.nr_open").unwrap().unwrap(), "1048576");
+        let conf = fs::read_to_string(t.path().join("etc/sysctl.d/90-headroom.conf")).unwrap();
+        assert!(conf.contains("net.core.somaxconn = 65535\n"), "{conf}");
+        let state: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(t.path().join("var/lib/headroom/rollback.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(state["sysctls"].as_array().unwrap().len(), 7);
+        assert_eq!(state["netns"], "net:[4026532999]");
+        // A second apply would lose the original values: refused.
+        let again = plan_and_apply(&prof, &root, &opts).unwrap_err().to_string();
+        assert!(
+            again.contains("run `headroom preflight rollback` first"),
+            "{again}"
+        );
+
+        match rollback(&root).unwrap() {
+            RollbackOutcome::Restored {
+                sysctls,
+                files_removed,
+                notes,
+                ..
+            } => {
+                assert_eq!(sysctls.len(), 7);
+                assert_eq!(files_removed.len(), 3);
+                assert!(notes.is_empty(), "{notes:?}");
+            }
+            o => panic!("{o:?}"),
+        }
+        // Numbers compare equal; the kernel's tab in the range is restored as a space.
+        for ((f, was), (_, now)) in before.iter().zip(snapshot_sysctls(t.path())) {
+            assert_eq!(
+                parse_numbers(was),
+                parse_numbers(&now),
+                "{} not restored",
+                f.display()
+            );
+        }
+        // Every file and directory apply created is gone; nothing else was touched.
+        assert!(!t.path().join("etc/sysctl.d").exists());
+        assert!(!t.path().join("etc/systemd").exists());
+        assert!(!t.path().join("var/lib/headroom/rollback.json").exists());
+        assert!(matches!(rollback(&root).unwrap(), RollbackOutcome::Nothing));
+    }
+
+    fn plan_and_apply(p: &Profile, root: &Root, o: &ApplyOptions) -> Result<Applied, Error> {
+        let r = readings(root, p);
+        apply(&plan(p, root, &r, o)?, root)
+    }
+
+    #[test]
+    fn never_lowers_and_keeps_existing_files_for_rollback() {
+        let (t, root) = fixture();
+        fs::write(t.path().join("proc/sys/net/core/somaxconn"), "100000\n").unwrap();
+        fs::write(
+            t.path().join("proc/sys/net/ipv4/ip_local_port_range"),
+            "2000\t65535\n",
+        )
+        .unwrap();
+        fs::create_dir_all(t.path().join("etc/sysctl.d")).unwrap();
+        fs::write(t.path().join("etc/sysctl.d/90-headroom.conf"), "# mine\n").unwrap();
+        // The unit already allows more than c100k asks.
+        fs::create_dir_all(t.path().join("etc/systemd/system")).unwrap();
+        fs::write(
+            t.path().join("etc/systemd/system/web.service"),
+            "[Service]\nLimitNOFILE=500000\n",
+        )
+        .unwrap();
+        let prof = builtin("c100k");
+        let r = readings(&root, &prof);
+        let opts = ApplyOptions {
+            unit: Some("web".into()),
+            ..Default::default()
+        };
+        let p = plan(&prof, &root, &r, &opts).unwrap();
+        assert!(p.sysctls.iter().all(|c| c.key != "net.core.somaxconn"));
+        let ports = p
+            .sysctls
+            .iter()
+            .find(|c| c.key == "net.ipv4.ip_local_port_range")
+            .unwrap();
+        assert_eq!(
+            ports.applied, "1024 65535",
+            "low end widened, high end kept"
+        );
+        assert!(p
+            .kept
+            .iter()
+            .any(|k| k.name == "net.core.somaxconn" && k.reason == "satisfies >= 65535"));
+        assert!(p.kept.iter().any(|k| k.name == "web.service LimitNOFILE"));
+        assert_eq!(p.files.len(), 2, "no drop-in for web");
+        assert_eq!(p.files[0].previous.as_deref(), Some("# mine\n"));
+        apply(&p, &root).unwrap();
+        rollback(&root).unwrap();
+        // The operator's file of the same name comes back, its directory stays.
+        assert_eq!(
+            fs::read_to_string(t.path().join("etc/sysctl.d/90-headroom.conf")).unwrap(),
+            "# mine\n"
+        );
+        assert_eq!(
+            root.read_sysctl("net.core.somaxconn").unwrap().unwrap(),
+            "100000"
+        );
+
+        // A unit below the profile gets a drop-in that keeps its higher part.
+        fs::write(
+            t.path().join("etc/systemd/system/web.service"),
+            "[Service]\nLimitNOFILE=1024:524288\n",
+        )
+        .unwrap();
+        let p = plan(&prof, &root, &r, &opts).unwrap();
+        let dropin = p
+            .files
+            .iter()
+            .find(|f| f.path.contains("web.service.d"))
+            .unwrap();
+        assert!(
+            dropin.content.contains("LimitNOFILE=262144:524288"),
+            "{}",
+            dropin.content
+        );
+    }
+
+    #[test]
+    fn only_skip_and_observe_only() {
+        let (_t, root) = fixture();
+        let prof = builtin("c100k");
+        let r = readings(&root, &prof);
+        let only_net = ApplyOptions {
+            only: Selector::new(&["net".into()]),
+            skip: Selector::new(&["net.ipv4.tcp_tw_reuse".into()]),
+            ..Default::default()
+        };
+        let p = plan(&prof, &root, &r, &only_net).unwrap();
+        assert_eq!(p.sysctls.len(), 5);
+        assert!(p
+            .sysctls
+            .iter()
+            .all(|c| c.key.starts_with("net.") && c.key != "net.ipv4.tcp_tw_reuse"));
+        assert_eq!(p.files.len(), 1, "sysctl.d only: nofile not selected");
+        let err = plan(&builtin("baseline"), &root, &r, &ApplyOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("observe-only"));
+        let bad = ApplyOptions {
+            unit: Some("../x".into()),
+            ..Default::default()
+        };
+        assert!(plan(&prof, &root, &r, &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("not a systemd service name"));
+    }
+
+    /// A sysctl that exists, reads fine and refuses writes, as in a container
+    /// with a read-only /proc/sys: kernel.ngroups_max is 0444 even for root.
+    #[test]
+    fn failed_sysctl_write_undoes_earlier_writes() {
+        let (t, root) = fixture();
+        let ro = Path::new("/proc/sys/kernel/ngroups_max");
+        if !ro.exists() {
+            eprintln!("skipped: no {}", ro.display());
+            return;
+        }
+        let key = t.path().join("proc/sys/net/ipv4/tcp_max_syn_backlog");
+        fs::remove_file(&key).unwrap();
+        std::os::unix::fs::symlink(ro, &key).unwrap();
+        let ngroups = fs::read_to_string(ro)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("t.yaml"),
+            format!(
+                "name: t\ndescription: d\ntarget_connections: 10\nsysctls:\n  fs.file-max: {{min: 300000}}\n  net.core.somaxconn: {{min: 8192}}\n  net.ipv4.tcp_max_syn_backlog: {{min: {}}}\n  net.ipv4.tcp_tw_reuse: {{exact: 1}}\n",
+                ngroups + 1
+            ),
+        )
+        .unwrap();
+        let prof = Loader {
+            dirs: vec![dir.path().into()],
+            builtin: false,
+        }
+        .load("t")
+        .unwrap();
+        let before = snapshot_sysctls(t.path());
+        let err = plan_and_apply(&prof, &root, &ApplyOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("net.ipv4.tcp_max_syn_backlog: cannot write"),
+            "{err}"
+        );
+        assert!(err.contains("Permission denied"), "{err}");
+        assert!(err.contains("undid the 2 write(s) made before it"), "{err}");
+        assert_eq!(snapshot_sysctls(t.path()), before);
+        assert!(!t.path().join("var/lib/headroom/rollback.json").exists());
+        assert!(!t.path().join("etc/sysctl.d").exists());
+        assert!(matches!(rollback(&root).unwrap(), RollbackOutcome::Nothing));
+    }
+
+    #[test]
+    fn failed_file_write_undoes_sysctls() {
+        let (t, root) = fixture();
+        // A directory where write_atomic puts its temp file: the limits.d
+        // write fails after the runtime writes and the sysctl.d file.
+        let blocker = t.path().join(format!(
+            "etc/security/limits.d/.90-headroom.conf.tmp.{}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&blocker).unwrap();
+        let prof = builtin("c10k");
+        let before = snapshot_sysctls(t.path());
+        let err = plan_and_apply(&prof, &root, &ApplyOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{LIMITS_FILE}: cannot write")),
+            "{err}"
+        );
+        assert!(err.contains("undid the 5 write(s)"), "{err}");
+        assert_eq!(snapshot_sysctls(t.path()), before);
+        assert!(!t.path().join("etc/sysctl.d").exists());
+        assert!(!t.path().join("var/lib/headroom/rollback.json").exists());
+    }
+
+    #[test]
+    fn rollback_refuses_another_namespace() {
+        let (t, root) = fixture();
+        let prof = builtin("c100k");
+        plan_and_apply(&prof, &root, &ApplyOptions::default()).unwrap();
+        fs::remove_file(t.path().join("proc/self/ns/net")).unwrap();
+        std::os::unix::fs::symlink("net:[1]", t.path().join("proc/self/ns/net")).unwrap();
+        let err = rollback(&root).unwrap_err().to_string();
+        assert!(
+            err.contains("applied in net:[4026532999], this is net:[1]"),
+            "{err}"
+        );
+        assert!(t.path().join("var/lib/headroom/rollback.json").exists());
+        fs::write(t.path().join("var/lib/headroom/rollback.json"), "{").unwrap();
+        assert!(rollback(&root)
+            .unwrap_err()
+            .to_string()
+            .starts_with("rollback state "));
+    }
+}

@@ -1,0 +1,938 @@
+//! Checks: each rule of a profile against the current readings, one row per
+//! rule with what it is, what it should be, a remedy, and the connection
+//! capacity fixing it buys (from `headroom_core::predict`).
+
+use crate::profile::{Level, NofileRule, Profile, SysctlRule};
+use crate::readings::Readings;
+use crate::Error;
+use headroom_core::{
+    ephemeral_ports_per_destination, predict, MemoryPerConnection, ModelConfig, Prediction,
+    Snapshot, SCHEMA_VERSION,
+};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+        }
+    }
+}
+
+impl From<Level> for Status {
+    fn from(l: Level) -> Status {
+        match l {
+            Level::Fail => Status::Fail,
+            Level::Warn => Status::Warn,
+        }
+    }
+}
+
+/// One row of `preflight check`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// The sysctl name, `nofile`, `memory`, `conntrack` or `capacity`.
+    pub name: String,
+    /// `sysctl`, `rlimit` or `advisory`.
+    pub kind: &'static str,
+    /// `net-namespace` (net.*: per namespace), `host` or `process`.
+    pub scope: &'static str,
+    /// The value now; `None` when the setting does not exist here.
+    pub current: Option<String>,
+    pub required: String,
+    pub status: Status,
+    /// Listed in `--ignore`: shown, but not counted in the exit code.
+    pub ignored: bool,
+    /// Why it is not ok, when that is more than "too low".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<String>,
+    /// The capacity-model constraint this setting feeds, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// Predicted max connections now, and with only this check fixed. For
+    /// `ephemeral-ports`: outbound connections per destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_now: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capacity_fixed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub ok: usize,
+    pub warn: usize,
+    pub fail: usize,
+    pub ignored: usize,
+}
+
+/// The whole answer of `preflight check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema_version: u32,
+    pub profile: String,
+    pub profile_chain: Vec<String>,
+    pub target_connections: u64,
+    /// The net namespace the net.* values were read in.
+    pub netns: String,
+    pub pid: u32,
+    pub checks: Vec<Check>,
+    /// The model on the snapshot as it is.
+    pub now: Prediction,
+    /// The model with every setting of the profile applied.
+    pub applied: Prediction,
+    pub summary: Summary,
+}
+
+impl Report {
+    /// 0: every check passes; 1: a check fails; 2: only warnings.
+    pub fn exit_code(&self) -> u8 {
+        match (self.summary.fail, self.summary.warn) {
+            (0, 0) => 0,
+            (0, _) => 2,
+            _ => 1,
+        }
+    }
+
+    /// Marks the rows `patterns` select as ignored. A pattern that selects no
+    /// row is an error: a typo must not silently ignore nothing.
+    pub fn ignore(&mut self, patterns: &[String]) -> Result<(), Error> {
+        let sel = Selector::new(patterns);
+        for p in patterns {
+            if !self.checks.iter().any(|c| Selector::one(p, &c.name)) {
+                let names: Vec<&str> = self.checks.iter().map(|c| c.name.as_str()).collect();
+                return Err(Error::Usage(format!(
+                    "--ignore {p}: no such check (checks: {})",
+                    names.join(", ")
+                )));
+            }
+        }
+        for c in &mut self.checks {
+            c.ignored = sel.matches(&c.name);
+        }
+        self.summary = summarize(&self.checks);
+        Ok(())
+    }
+}
+
+fn summarize(checks: &[Check]) -> Summary {
+    let mut s = Summary::default();
+    for c in checks {
+        if c.ignored {
+            s.ignored += 1;
+            continue;
+        }
+        match c.status {
+            Status::Ok => s.ok += 1,
+            Status::Warn => s.warn += 1,
+            Status::Fail => s.fail += 1,
+        }
+    }
+    s
+}
+
+/// A list of names or prefixes: `net` selects every `net.*` check, `nofile`
+/// selects `nofile`, `net.core.somaxconn` selects itself.
+#[derive(Debug, Clone, Default)]
+pub struct Selector(Vec<String>);
+
+impl Selector {
+    pub fn new(patterns: &[String]) -> Selector {
+        Selector(patterns.to_vec())
+    }
+
+    fn one(pattern: &str, name: &str) -> bool {
+        let p = pattern.trim_end_matches('.');
+        name == p
+            || name
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('.'))
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.iter().any(|p| Selector::one(p, name))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The value a rule wants written given the current one, or `None` when the
+/// current value already satisfies it. Never moves a value that satisfies a
+/// bound: a `min` never lowers, a `range` only widens.
+pub fn target(rule: &SysctlRule, current: &[u64]) -> Option<Vec<u64>> {
+    if let Some((lo, hi)) = rule.range {
+        let (a, b) = match current {
+            [a, b] => (*a, *b),
+            _ => return Some(vec![lo, hi]),
+        };
+        return (a > lo || b < hi).then(|| vec![a.min(lo), b.max(hi)]);
+    }
+    let c = *current.first()?;
+    if let Some(e) = rule.exact {
+        return (c != e).then_some(vec![e]);
+    }
+    let want = c
+        .max(rule.min.unwrap_or(0))
+        .min(rule.max.unwrap_or(u64::MAX));
+    (want != c).then_some(vec![want])
+}
+
+/// The requirement in words: `>= 65535`, `<= 30`, `= 1`, `covers 1024-65535`.
+pub fn required_text(rule: &SysctlRule) -> String {
+    match (rule.min, rule.max, rule.exact, rule.range) {
+        (_, _, _, Some((lo, hi))) => format!("covers {lo}-{hi}"),
+        (_, _, Some(e), _) => format!("= {e}"),
+        (Some(lo), Some(hi), _, _) => format!("{lo}..={hi}"),
+        (Some(lo), None, _, _) => format!(">= {lo}"),
+        (None, Some(hi), _, _) => format!("<= {hi}"),
+        _ => String::new(),
+    }
+}
+
+pub fn join(v: &[u64]) -> String {
+    v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+}
+
+fn scope_of(key: &str) -> &'static str {
+    if key.starts_with("net.") {
+        "net-namespace"
+    } else {
+        "host"
+    }
+}
+
+/// The model constraint a sysctl feeds, if the model has one.
+fn constraint_of(key: &str) -> Option<&'static str> {
+    match key {
+        "fs.nr_open" => Some("nofile"),
+        "fs.file-max" => Some("file-max"),
+        "net.netfilter.nf_conntrack_max" => Some("conntrack"),
+        "net.ipv4.ip_local_port_range" => Some("ephemeral-ports"),
+        _ => None,
+    }
+}
+
+/// Puts a sysctl value into the snapshot fields the model reads.
+fn set_sysctl(snap: &mut Snapshot, key: &str, v: &[u64]) {
+    let s = &mut snap.system;
+    let first = v.first().copied().unwrap_or(0);
+    match key {
+        "fs.nr_open" => s.nr_open = first,
+        "fs.file-max" => s.file_max = first,
+        "net.core.somaxconn" => s.somaxconn = first,
+        "net.ipv4.tcp_max_syn_backlog" => s.tcp_max_syn_backlog = first,
+        "net.ipv4.ip_local_port_range" => {
+            if let [lo, hi] = v {
+                s.ip_local_port_range = (*lo as u16, *hi as u16);
+            }
+        }
+        "net.ipv4.tcp_tw_reuse" => s.tcp_tw_reuse = first as u8,
+        "net.ipv4.tcp_fin_timeout" => s.tcp_fin_timeout = first,
+        "net.netfilter.nf_conntrack_max" => s.conntrack_max = Some(first),
+        _ => {}
+    }
+}
+
+/// Raises the processes' nofile to the rule, as a restart under
+/// LimitNOFILE=/limits.d would; the kernel caps any rlimit at fs.nr_open.
+fn set_nofile(snap: &mut Snapshot, n: &NofileRule) {
+    let cap = snap.system.nr_open.max(1);
+    for p in &mut snap.processes {
+        p.nofile_soft = p.nofile_soft.map(|s| s.max(n.soft).min(cap));
+        p.nofile_hard = p.nofile_hard.map(|h| h.max(n.hard).min(cap));
+    }
+}
+
+fn nofile_ok(n: &NofileRule, soft: Option<u64>, hard: Option<u64>) -> bool {
+    soft.is_none_or(|s| s >= n.soft) && hard.is_none_or(|h| h >= n.hard)
+}
+
+fn fmt_limit(v: Option<u64>) -> String {
+    v.map_or("unlimited".into(), |v| v.to_string())
+}
+
+/// The snapshot with every setting of the profile applied.
+pub fn applied_snapshot(profile: &Profile, r: &Readings) -> Snapshot {
+    let mut snap = r.snapshot.clone();
+    for (key, rule) in &profile.sysctls {
+        if let Some(t) = r.numbers(key).and_then(|c| target(rule, &c)) {
+            set_sysctl(&mut snap, key, &t);
+        }
+    }
+    if let Some(n) = &profile.nofile {
+        set_nofile(&mut snap, n);
+    }
+    snap
+}
+
+/// Checks `r` against `profile`. Pure: everything it needs is in `r`.
+pub fn check(profile: &Profile, r: &Readings) -> Report {
+    let cfg = ModelConfig::default();
+    let mut base = r.snapshot.clone();
+    if let Some(m) = &profile.memory {
+        // The profile's figure replaces the model's default cost.
+        let kernel = cfg
+            .default_memory_per_connection
+            .kernel_bytes
+            .min(m.bytes_per_connection);
+        base.memory_per_connection = Some(MemoryPerConnection {
+            process_bytes: m.bytes_per_connection - kernel,
+            kernel_bytes: kernel,
+            measured: false,
+        });
+    }
+    let now = predict(&base, &cfg);
+    let r_model = Readings {
+        snapshot: base.clone(),
+        ..r.clone()
+    };
+    let applied = predict(&applied_snapshot(profile, &r_model), &cfg);
+    let mut checks = Vec::new();
+
+    for (key, rule) in &profile.sysctls {
+        let cur = r.numbers(key);
+        let raw = r.sysctls.get(key).cloned().flatten();
+        let mut row = Check {
+            name: key.clone(),
+            kind: "sysctl",
+            scope: scope_of(key),
+            current: raw
+                .as_deref()
+                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")),
+            required: required_text(rule),
+            status: Status::Ok,
+            ignored: false,
+            reason: None,
+            remedy: None,
+            constraint: constraint_of(key).map(str::to_string),
+            capacity_now: None,
+            capacity_fixed: None,
+        };
+        let fix = match &cur {
+            None => {
+                row.status = rule.level.into();
+                row.reason = Some(if raw.is_some() {
+                    "value is not a number".into()
+                } else if key.starts_with("net.") {
+                    format!(
+                        "absent in net namespace {}: a host-wide sysctl (set it from the initial namespace) or a module not loaded",
+                        base.netns
+                    )
+                } else {
+                    "absent on this kernel".into()
+                });
+                None
+            }
+            Some(c) => target(rule, c),
+        };
+        if let Some(t) = &fix {
+            row.status = rule.level.into();
+            row.remedy = Some(format!("sysctl -w {key}='{}'", join(t)));
+        }
+        if let Some(c) = &cur {
+            match constraint_of(key) {
+                Some("ephemeral-ports") => {
+                    let size = |v: &[u64]| match v {
+                        [lo, hi] => {
+                            ephemeral_ports_per_destination((*lo as u16, *hi as u16), 1, 0, 0)
+                                .max_connections
+                        }
+                        _ => 0,
+                    };
+                    row.capacity_now = Some(size(c));
+                    row.capacity_fixed = Some(size(fix.as_deref().unwrap_or(c)));
+                }
+                Some(_) => {
+                    let mut s = base.clone();
+                    if let Some(t) = &fix {
+                        set_sysctl(&mut s, key, t);
+                    }
+                    row.capacity_now = Some(now.predicted_max_connections);
+                    row.capacity_fixed = Some(predict(&s, &cfg).predicted_max_connections);
+                }
+                None => {}
+            }
+        }
+        checks.push(row);
+    }
+
+    if let Some(n) = &profile.nofile {
+        checks.push(nofile_check(&profile.name, n, r, &base, &now, &cfg));
+    }
+
+    if let Some(m) = &profile.memory {
+        let need = profile
+            .target_connections
+            .saturating_mul(m.bytes_per_connection);
+        let have = base.system.mem_available_bytes;
+        let ok = have >= need;
+        checks.push(Check {
+            name: "memory".into(),
+            kind: "advisory",
+            scope: "host",
+            current: Some(format!("{} MiB available", have >> 20)),
+            required: format!(
+                ">= {} MiB ({} connections x {} B)",
+                need.div_ceil(1 << 20),
+                profile.target_connections,
+                m.bytes_per_connection
+            ),
+            status: if ok { Status::Ok } else { Status::Warn },
+            ignored: false,
+            reason: None,
+            remedy: (!ok).then(|| {
+                "add memory, or lower the per-connection cost (buffers, session state)".into()
+            }),
+            constraint: Some("memory".into()),
+            capacity_now: now.constraint("memory").map(|c| c.max_connections),
+            capacity_fixed: None,
+        });
+    }
+
+    if let Some(ct) = &profile.conntrack {
+        let max = base.system.conntrack_max;
+        let ok = max.is_none_or(|m| m >= ct.min);
+        checks.push(Check {
+            name: "conntrack".into(),
+            kind: "advisory",
+            scope: "net-namespace",
+            current: Some(max.map_or("module not loaded".into(), |m| m.to_string())),
+            required: format!(">= {} when nf_conntrack is loaded", ct.min),
+            status: if ok { Status::Ok } else { Status::Warn },
+            ignored: false,
+            reason: (!ok).then(|| {
+                "every tracked connection takes an entry; past nf_conntrack_max new ones are dropped (\"nf_conntrack: table full\")".into()
+            }),
+            remedy: (!ok).then(|| {
+                format!("sysctl -w net.netfilter.nf_conntrack_max={}, or exempt the port from tracking (NOTRACK)", ct.min)
+            }),
+            constraint: Some("conntrack".into()),
+            capacity_now: None,
+            capacity_fixed: None,
+        });
+    }
+
+    // The sum of it all: does the profile reach its own target?
+    let enough = applied.predicted_max_connections >= profile.target_connections;
+    checks.push(Check {
+        name: "capacity".into(),
+        kind: "advisory",
+        scope: "process",
+        current: Some(format!(
+            "{} now (binding {}), {} with the profile (binding {})",
+            now.predicted_max_connections,
+            now.binding,
+            applied.predicted_max_connections,
+            applied.binding
+        )),
+        required: format!(">= {} connections", profile.target_connections),
+        status: if enough { Status::Ok } else { Status::Warn },
+        ignored: false,
+        reason: (!enough).then(|| {
+            applied
+                .binding_constraint()
+                .map_or(String::new(), |c| c.explanation.clone())
+        }),
+        remedy: (!enough).then(|| {
+            applied
+                .binding_constraint()
+                .map_or(String::new(), |c| c.remedy.clone())
+        }),
+        constraint: Some(applied.binding.clone()),
+        capacity_now: Some(now.predicted_max_connections),
+        capacity_fixed: Some(applied.predicted_max_connections),
+    });
+
+    let summary = summarize(&checks);
+    Report {
+        schema_version: SCHEMA_VERSION,
+        profile: profile.name.clone(),
+        profile_chain: profile.chain.clone(),
+        target_connections: profile.target_connections,
+        netns: base.netns.clone(),
+        pid: base.processes.first().map_or(0, |p| p.pid),
+        checks,
+        now,
+        applied,
+        summary,
+    }
+}
+
+fn nofile_check(
+    profile: &str,
+    n: &NofileRule,
+    r: &Readings,
+    base: &Snapshot,
+    now: &Prediction,
+    cfg: &ModelConfig,
+) -> Check {
+    let p = &base.processes[0];
+    let (soft, hard) = (p.nofile_soft, p.nofile_hard);
+    let ok = nofile_ok(n, soft, hard);
+    let who = if r.self_process {
+        "this session".to_string()
+    } else {
+        format!("pid {}", p.pid)
+    };
+    let mut reason = None;
+    let mut remedy = None;
+    if !ok {
+        let hard_short = hard.is_some_and(|h| h < n.hard);
+        reason = Some(if hard_short && !r.cap_sys_resource {
+            format!(
+                "hard limit {} < {} and headroom lacks CAP_SYS_RESOURCE: {who} cannot raise it at runtime; only a privileged parent can (systemd LimitNOFILE=, pam_limits at login)",
+                fmt_limit(hard),
+                n.hard
+            )
+        } else if hard_short {
+            format!(
+                "hard limit {} < {}: raise it at runtime with prlimit --pid {} --nofile={}:{} (headroom has CAP_SYS_RESOURCE)",
+                fmt_limit(hard),
+                n.hard,
+                p.pid,
+                n.soft,
+                n.hard
+            )
+        } else {
+            format!(
+                "soft limit {} < {}: the process can raise it itself up to its hard limit (setrlimit), or prlimit --pid {} --nofile={}:",
+                fmt_limit(soft),
+                n.soft,
+                p.pid,
+                n.soft
+            )
+        });
+        remedy = Some(format!(
+            "headroom preflight apply --profile {profile} [--unit NAME]: LimitNOFILE= drop-in and limits.d, then restart the service or log in again"
+        ));
+        if n.hard > base.system.nr_open {
+            remedy = remedy.map(|m| {
+                format!(
+                    "{m}; fs.nr_open {} must first be raised to >= {}",
+                    base.system.nr_open, n.hard
+                )
+            });
+        }
+    }
+    let mut fixed = base.clone();
+    set_nofile(&mut fixed, n);
+    Check {
+        name: "nofile".into(),
+        kind: "rlimit",
+        scope: "process",
+        current: Some(format!(
+            "soft {}, hard {} ({who})",
+            fmt_limit(soft),
+            fmt_limit(hard)
+        )),
+        required: format!("soft >= {}, hard >= {}", n.soft, n.hard),
+        status: if ok { Status::Ok } else { n.level.into() },
+        ignored: false,
+        reason,
+        remedy,
+        constraint: Some("nofile".into()),
+        capacity_now: Some(now.predicted_max_connections),
+        capacity_fixed: Some(predict(&fixed, cfg).predicted_max_connections),
+    }
+}
+
+/// The report as an aligned table for a terminal.
+pub fn render(report: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "profile {} (target {} connections), net namespace {}, pid {}",
+        report.profile, report.target_connections, report.netns, report.pid
+    );
+    let w_name = report
+        .checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(5);
+    let cur = |c: &Check| c.current.clone().unwrap_or_else(|| "absent".into());
+    let w_cur = report
+        .checks
+        .iter()
+        .filter(|c| c.name != "capacity")
+        .map(|c| cur(c).len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let _ = writeln!(
+        out,
+        "{:<6} {:<w_name$} {:<w_cur$} REQUIRED",
+        "STATUS", "CHECK", "CURRENT"
+    );
+    for c in report.checks.iter().filter(|c| c.name != "capacity") {
+        let status = if c.ignored {
+            format!("({})", c.status.as_str())
+        } else {
+            c.status.as_str().to_string()
+        };
+        let mut line = format!(
+            "{status:<6} {:<w_name$} {:<w_cur$} {}",
+            c.name,
+            cur(c),
+            c.required
+        );
+        if let (Some(a), Some(b)) = (c.capacity_now, c.capacity_fixed) {
+            let unit = if c.constraint.as_deref() == Some("ephemeral-ports") {
+                " per destination"
+            } else {
+                ""
+            };
+            let _ = write!(
+                line,
+                "  [{}: {a} -> {b}{unit}]",
+                c.constraint.as_deref().unwrap_or("")
+            );
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
+        if c.status != Status::Ok {
+            if let Some(r) = &c.reason {
+                let _ = writeln!(out, "{:6} {:w_name$} why: {r}", "", "");
+            }
+            if let Some(r) = &c.remedy {
+                let _ = writeln!(out, "{:6} {:w_name$} fix: {r}", "", "");
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "capacity: {} now (binding {}), {} with {} applied (binding {}); target {}",
+        report.now.predicted_max_connections,
+        report.now.binding,
+        report.applied.predicted_max_connections,
+        report.profile,
+        report.applied.binding,
+        report.target_connections
+    );
+    let s = report.summary;
+    let _ = write!(
+        out,
+        "{} ok, {} warn, {} fail, {} ignored",
+        s.ok, s.warn, s.fail, s.ignored
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{ConntrackAdvice, MemoryAdvice};
+    use headroom_core::{ProcessInfo, SystemLimits};
+    use std::collections::BTreeMap;
+
+    fn rule(
+        min: Option<u64>,
+        max: Option<u64>,
+        exact: Option<u64>,
+        range: Option<(u64, u64)>,
+    ) -> SysctlRule {
+        SysctlRule {
+            min,
+            max,
+            exact,
+            range,
+            level: Level::Fail,
+        }
+    }
+
+    #[test]
+    fn targets_never_move_a_satisfied_value() {
+        let min = rule(Some(100), None, None, None);
+        assert_eq!(target(&min, &[50]), Some(vec![100]));
+        assert_eq!(target(&min, &[100]), None);
+        assert_eq!(target(&min, &[5000]), None, "a min never lowers");
+        let max = rule(None, Some(30), None, None);
+        assert_eq!(target(&max, &[60]), Some(vec![30]));
+        assert_eq!(target(&max, &[15]), None);
+        let both = rule(Some(10), Some(20), None, None);
+        assert_eq!(target(&both, &[5]), Some(vec![10]));
+        assert_eq!(target(&both, &[25]), Some(vec![20]));
+        assert_eq!(target(&both, &[15]), None);
+        let exact = rule(None, None, Some(1), None);
+        assert_eq!(target(&exact, &[2]), Some(vec![1]));
+        assert_eq!(target(&exact, &[1]), None);
+        let range = rule(None, None, None, Some((1024, 65535)));
+        assert_eq!(target(&range, &[32768, 60999]), Some(vec![1024, 65535]));
+        assert_eq!(target(&range, &[1024, 65535]), None);
+        // Only widens: a wider low end is kept.
+        let range = rule(None, None, None, Some((10000, 65000)));
+        assert_eq!(target(&range, &[2000, 60999]), Some(vec![2000, 65000]));
+        assert_eq!(required_text(&range), "covers 10000-65000");
+        assert_eq!(required_text(&both), "10..=20");
+    }
+
+    fn profile() -> Profile {
+        let mut s = BTreeMap::new();
+        s.insert(
+            "fs.file-max".into(),
+            rule(Some(1_000_000), None, None, None),
+        );
+        s.insert(
+            "net.core.somaxconn".into(),
+            rule(Some(65535), None, None, None),
+        );
+        s.insert(
+            "net.core.netdev_max_backlog".into(),
+            SysctlRule {
+                min: Some(16384),
+                level: Level::Warn,
+                ..Default::default()
+            },
+        );
+        s.insert(
+            "net.ipv4.ip_local_port_range".into(),
+            rule(None, None, None, Some((1024, 65535))),
+        );
+        s.insert(
+            "net.ipv4.tcp_fin_timeout".into(),
+            SysctlRule {
+                max: Some(30),
+                level: Level::Warn,
+                ..Default::default()
+            },
+        );
+        Profile {
+            name: "t".into(),
+            description: String::new(),
+            chain: vec!["t.yaml".into()],
+            target_connections: 100_000,
+            observe_only: false,
+            sysctls: s,
+            nofile: Some(NofileRule {
+                soft: 262144,
+                hard: 262144,
+                level: Level::Fail,
+            }),
+            memory: Some(MemoryAdvice {
+                bytes_per_connection: 10240,
+            }),
+            conntrack: Some(ConntrackAdvice { min: 262144 }),
+        }
+    }
+
+    fn readings() -> Readings {
+        let mut sysctls = BTreeMap::new();
+        for (k, v) in [
+            ("fs.file-max", Some("200000")),
+            ("fs.file-nr", Some("2000 0 200000")),
+            ("fs.nr_open", Some("1048576")),
+            ("net.core.somaxconn", Some("4096")),
+            ("net.core.netdev_max_backlog", None),
+            ("net.ipv4.ip_local_port_range", Some("32768\t60999")),
+            ("net.ipv4.tcp_fin_timeout", Some("15")),
+        ] {
+            sysctls.insert(k.to_string(), v.map(str::to_string));
+        }
+        Readings {
+            sysctls,
+            snapshot: Snapshot {
+                netns: "net:[4026532000]".into(),
+                processes: vec![ProcessInfo {
+                    pid: 7,
+                    nofile_soft: Some(20000),
+                    nofile_hard: Some(20000),
+                    open_fds: 8,
+                    ..Default::default()
+                }],
+                system: SystemLimits {
+                    nr_open: 1 << 20,
+                    file_max: 200_000,
+                    file_nr_allocated: 2000,
+                    somaxconn: 4096,
+                    ip_local_port_range: (32768, 60999),
+                    mem_total_bytes: 24 << 30,
+                    mem_available_bytes: 20 << 30,
+                    conntrack_max: Some(65536),
+                    conntrack_count: Some(0),
+                    page_size: 4096,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            cap_sys_resource: false,
+            self_process: true,
+        }
+    }
+
+    fn row<'a>(r: &'a Report, name: &str) -> &'a Check {
+        r.checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no row {name}"))
+    }
+
+    #[test]
+    fn every_rule_kind_gets_a_row_with_capacity() {
+        let rep = check(&profile(), &readings());
+        let names: Vec<&str> = rep.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "fs.file-max",
+                "net.core.netdev_max_backlog",
+                "net.core.somaxconn",
+                "net.ipv4.ip_local_port_range",
+                "net.ipv4.tcp_fin_timeout",
+                "nofile",
+                "memory",
+                "conntrack",
+                "capacity"
+            ]
+        );
+        // Now: nofile 20000 - 8 open - 32 reserve binds.
+        assert_eq!(rep.now.binding, "nofile");
+        assert_eq!(rep.now.predicted_max_connections, 19960);
+        // Applied: nofile 262144 - 40 = 262104 vs file-max 1e6 - 2000: nofile still binds.
+        assert_eq!(rep.applied.predicted_max_connections, 262104);
+
+        let fm = row(&rep, "fs.file-max");
+        assert_eq!((fm.status, fm.scope), (Status::Fail, "host"));
+        assert_eq!(
+            fm.remedy.as_deref(),
+            Some("sysctl -w fs.file-max='1000000'")
+        );
+        // file-max alone buys nothing while nofile binds.
+        assert_eq!(
+            (fm.capacity_now, fm.capacity_fixed),
+            (Some(19960), Some(19960))
+        );
+
+        let absent = row(&rep, "net.core.netdev_max_backlog");
+        assert_eq!(
+            (absent.status, absent.current.as_deref()),
+            (Status::Warn, None)
+        );
+        assert!(absent.reason.as_ref().unwrap().contains("net:[4026532000]"));
+
+        let ports = row(&rep, "net.ipv4.ip_local_port_range");
+        assert_eq!(ports.current.as_deref(), Some("32768 60999"));
+        assert_eq!(
+            (ports.capacity_now, ports.capacity_fixed),
+            (Some(28232), Some(64512))
+        );
+        assert_eq!(ports.scope, "net-namespace");
+
+        assert_eq!(row(&rep, "net.ipv4.tcp_fin_timeout").status, Status::Ok);
+
+        let nofile = row(&rep, "nofile");
+        assert_eq!(nofile.status, Status::Fail);
+        assert!(
+            nofile
+                .reason
+                .as_ref()
+                .unwrap()
+                .contains("lacks CAP_SYS_RESOURCE"),
+            "{nofile:?}"
+        );
+        // nofile alone moves the wall to file-max: 200000 - 2000 allocated.
+        assert_eq!(nofile.capacity_fixed, Some(198000));
+
+        // 100000 x 10240 B = 977 MiB < 20 GiB.
+        let mem = row(&rep, "memory");
+        assert_eq!(mem.status, Status::Ok);
+        assert_eq!(mem.required, ">= 977 MiB (100000 connections x 10240 B)");
+        assert_eq!(row(&rep, "conntrack").status, Status::Warn);
+        assert_eq!(row(&rep, "capacity").status, Status::Ok);
+
+        assert_eq!(
+            rep.summary,
+            Summary {
+                ok: 3,
+                warn: 2,
+                fail: 4,
+                ignored: 0
+            }
+        );
+        assert_eq!(rep.exit_code(), 1);
+        let text = render(&rep);
+        assert!(text.contains("net namespace net:[4026532000]"), "{text}");
+        assert!(
+            text.contains("capacity: 19960 now (binding nofile), 262104 with t applied"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn cap_sys_resource_and_soft_only_change_the_reason() {
+        let mut r = readings();
+        r.cap_sys_resource = true;
+        let rep = check(&profile(), &r);
+        assert!(row(&rep, "nofile")
+            .reason
+            .as_ref()
+            .unwrap()
+            .contains("prlimit --pid 7 --nofile=262144:262144"));
+        r.snapshot.processes[0].nofile_hard = None;
+        let rep = check(&profile(), &r);
+        assert!(row(&rep, "nofile")
+            .reason
+            .as_ref()
+            .unwrap()
+            .starts_with("soft limit 20000 < 262144"));
+    }
+
+    #[test]
+    fn ignore_and_exit_codes() {
+        let mut rep = check(&profile(), &readings());
+        let err = rep.ignore(&["nofiles".into()]).unwrap_err().to_string();
+        assert!(err.contains("--ignore nofiles: no such check"), "{err}");
+        rep.ignore(&[
+            "fs".into(),
+            "nofile".into(),
+            "net.core.somaxconn".into(),
+            "net.ipv4.ip_local_port_range".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            rep.summary,
+            Summary {
+                ok: 3,
+                warn: 2,
+                fail: 0,
+                ignored: 4
+            }
+        );
+        assert_eq!(rep.exit_code(), 2);
+        rep.ignore(&[
+            "fs".into(),
+            "net".into(),
+            "nofile".into(),
+            "conntrack".into(),
+        ])
+        .unwrap();
+        assert_eq!(rep.exit_code(), 0);
+        let v = serde_json::to_value(&rep).unwrap();
+        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["checks"][0]["ignored"], true);
+        assert_eq!(v["now"]["predicted_max_connections"], 19960);
+    }
+
+    #[test]
+    fn selector_matches_names_and_prefixes() {
+        let s = Selector::new(&["net".into(), "nofile".into()]);
+        assert!(s.matches("net.core.somaxconn"));
+        assert!(s.matches("nofile"));
+        assert!(!s.matches("netfoo"));
+        assert!(!s.matches("fs.nr_open"));
+        assert!(Selector::new(&["net.core".into()]).matches("net.core.somaxconn"));
+    }
+}
