@@ -66,11 +66,26 @@ impl FailureKind {
     }
 }
 
+/// A JSON-RPC error object as the server sent it. A refusal names the
+/// limit it hit in `data` (`{"limit": "nofile", "max": 470}`) when the
+/// server is headroom's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
 /// A failure and its detail (the server's message, or the OS error text).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub kind: FailureKind,
     pub detail: String,
+    /// The server's error object, for `Refused`.
+    pub refusal: Option<RpcError>,
 }
 
 impl Failure {
@@ -78,6 +93,16 @@ impl Failure {
         Failure {
             kind,
             detail: detail.into(),
+            refusal: None,
+        }
+    }
+
+    /// The server's refusal: kind `Refused`, detail "code: message".
+    pub fn refused(e: RpcError) -> Failure {
+        Failure {
+            kind: FailureKind::Refused,
+            detail: format!("{}: {}", e.code, e.message),
+            refusal: Some(e),
         }
     }
 
@@ -107,12 +132,8 @@ impl Failure {
 pub enum Reply {
     /// A JSON-RPC result (for `tools/call`, `is_error` is the tool's isError).
     Result { id: Option<u64>, is_error: bool },
-    /// A JSON-RPC error object: code and message.
-    Error {
-        id: Option<u64>,
-        code: i64,
-        message: String,
-    },
+    /// A JSON-RPC error object.
+    Error { id: Option<u64>, error: RpcError },
 }
 
 /// Parses one newline-delimited JSON-RPC message from the server.
@@ -121,14 +142,22 @@ pub fn parse_reply(line: &str) -> Result<Reply, Failure> {
         .map_err(|_| Failure::new(FailureKind::Protocol, snippet(line)))?;
     let id = v.get("id").and_then(|i| i.as_u64());
     if let Some(err) = v.get("error") {
+        let data = err.get("data");
         return Ok(Reply::Error {
             id,
-            code: err.get("code").and_then(|c| c.as_i64()).unwrap_or(0),
-            message: err
-                .get("message")
-                .and_then(|m| m.as_str())
-                .unwrap_or("")
-                .to_string(),
+            error: RpcError {
+                code: err.get("code").and_then(|c| c.as_i64()).unwrap_or(0),
+                message: err
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                limit: data
+                    .and_then(|d| d.get("limit"))
+                    .and_then(|l| l.as_str())
+                    .map(str::to_string),
+                max: data.and_then(|d| d.get("max")).and_then(|m| m.as_u64()),
+            },
         });
     }
     match v.get("result") {
@@ -144,9 +173,7 @@ pub fn parse_reply(line: &str) -> Result<Reply, Failure> {
 /// error is its refusal; anything else is a protocol failure.
 pub fn classify_unsolicited(line: &str) -> Failure {
     match parse_reply(line) {
-        Ok(Reply::Error { code, message, .. }) => {
-            Failure::new(FailureKind::Refused, format!("{code}: {message}"))
-        }
+        Ok(Reply::Error { error, .. }) => Failure::refused(error),
         Ok(Reply::Result { .. }) => Failure::new(FailureKind::Protocol, snippet(line)),
         Err(f) => f,
     }
@@ -185,6 +212,14 @@ mod tests {
         let f = classify_unsolicited(line);
         assert_eq!(f.kind, FailureKind::Refused);
         assert_eq!(f.detail, "-32000: server full: 470 connections (nofile)");
+        assert_eq!(f.refusal.unwrap().limit, None);
+        // headroom serve names the limit and its maximum in `data`.
+        let line = r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"connection refused","data":{"limit":"nofile","max":470}}}"#;
+        let r = classify_unsolicited(line).refusal.unwrap();
+        assert_eq!(
+            (r.code, r.limit.as_deref(), r.max),
+            (-32001, Some("nofile"), Some(470))
+        );
     }
 
     #[test]

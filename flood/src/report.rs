@@ -1,7 +1,7 @@
 //! What workers send back (over a pipe, as JSON) and the merged report a
 //! flood prints.
 
-use crate::outcome::{Failure, FailureKind};
+use crate::outcome::{Failure, FailureKind, RpcError};
 use crate::spec::Mode;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -81,6 +81,9 @@ impl Latency {
 pub struct Failures {
     pub counts: BTreeMap<FailureKind, u64>,
     pub details: BTreeMap<FailureKind, String>,
+    /// The first refusal line the server sent.
+    #[serde(default)]
+    pub refusal: Option<RpcError>,
 }
 
 impl Failures {
@@ -105,6 +108,9 @@ impl Failures {
         }
         for (k, d) in &other.details {
             self.details.entry(*k).or_insert_with(|| d.clone());
+        }
+        if self.refusal.is_none() {
+            self.refusal = other.refusal.clone();
         }
     }
 
@@ -237,6 +243,9 @@ pub struct FloodReport {
     pub first_failure_after: Option<u64>,
     pub failures: BTreeMap<FailureKind, u64>,
     pub failure_details: BTreeMap<FailureKind, String>,
+    /// The server's first refusal line: its code, message and, from
+    /// headroom serve, the limit it hit and its maximum.
+    pub server_refusal: Option<RpcError>,
     pub breaking_point: Option<BreakingPoint>,
     /// Sessions the server dropped after the open phase (hold, bomb, ping).
     pub dropped_later: u64,
@@ -350,6 +359,7 @@ impl FloodReport {
             stop,
             latency: Latency::of(&lat),
             first_failure_after,
+            server_refusal: failures.refusal.clone(),
             failures: failures.counts,
             failure_details: failures.details,
             breaking_point,

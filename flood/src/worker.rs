@@ -301,12 +301,7 @@ async fn open_one(spec: &WorkerSpec, source: Option<IpAddr>) -> Result<Session, 
         s.writer.write_all(init.as_bytes()).await.map_err(io)?;
         match read_line(&mut s).await? {
             Reply::Result { .. } => {}
-            Reply::Error { code, message, .. } => {
-                return Err(Failure::new(
-                    FailureKind::Refused,
-                    format!("{code}: {message}"),
-                ))
-            }
+            Reply::Error { error, .. } => return Err(Failure::refused(error)),
         }
         s.writer
             .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
@@ -378,7 +373,7 @@ async fn hold(mut s: Session, spec: &WorkerSpec, st: &Shared, mut phase: watch::
 
 fn tools_call(id: u64) -> String {
     format!(
-        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"text\":\"headroom\"}}}}}}\n"
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"message\":\"headroom\"}}}}}}\n"
     )
 }
 
