@@ -1,0 +1,375 @@
+//! The polling source: a [`Snapshot`] from /proc, /proc/sys, cgroup v2 and
+//! sock_diag, taken in one pass.
+//!
+//! Sockets are tied to processes by inode: sock_diag reports each socket's
+//! inode, /proc/PID/fd links name the inodes a process holds. net.* values
+//! and sock_diag belong to a network namespace, so when the target lives in
+//! another one they are read from a thread that has entered it (setns).
+
+pub mod diag;
+pub mod kmem;
+pub mod netstat;
+pub mod process;
+pub mod sysctl;
+
+use crate::{Error, Target};
+use diag::DiagSocket;
+use headroom_core::{
+    Listener, MemoryPerConnection, ModelConfig, ProcessInfo, Snapshot, Source, SystemLimits,
+    TcpState,
+};
+use kmem::KernelMemory;
+use process::ProcScan;
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::AsRawFd;
+
+const LISTEN: u8 = TcpState::Listen as u8;
+const CLOSE: u8 = TcpState::Close as u8;
+const TIME_WAIT: u8 = TcpState::TimeWait as u8;
+
+/// Polls /proc and sock_diag. Keeps the last kernel-memory measurement so a
+/// caller can show how `memory_per_connection` was obtained.
+#[derive(Debug, Clone)]
+pub struct PollSource {
+    process_bytes_per_connection: u64,
+    kernel_memory: Option<KernelMemory>,
+}
+
+impl Default for PollSource {
+    fn default() -> Self {
+        PollSource::new()
+    }
+}
+
+impl PollSource {
+    pub fn new() -> PollSource {
+        PollSource {
+            process_bytes_per_connection: ModelConfig::default()
+                .default_memory_per_connection
+                .process_bytes,
+            kernel_memory: None,
+        }
+    }
+
+    /// The process-side (RSS) cost of one connection to put beside the
+    /// measured kernel side; polling cannot measure it from one instant.
+    pub fn with_process_bytes_per_connection(mut self, bytes: u64) -> PollSource {
+        self.process_bytes_per_connection = bytes;
+        self
+    }
+
+    /// The kernel memory measurement of the last snapshot, when /proc/slabinfo
+    /// was readable.
+    pub fn kernel_memory(&self) -> Option<&KernelMemory> {
+        self.kernel_memory.as_ref()
+    }
+
+    /// One snapshot of `target`.
+    pub fn snapshot(&mut self, target: &Target) -> Result<Snapshot, Error> {
+        let own_netns = netns_of("self")?;
+        // Resolve the target to processes; for a port this needs the socket
+        // dump of our own namespace, which is then the right one to use.
+        let (procs, port, dump) = match target {
+            Target::Pid(pid) => (vec![process::read_process(*pid)?], None, None),
+            Target::Pids(pids) if pids.is_empty() => return Err(Error::EmptyTarget),
+            Target::Pids(pids) => {
+                let procs = pids
+                    .iter()
+                    .map(|p| process::read_process(*p))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (procs, None, None)
+            }
+            Target::Port(port) => {
+                let dump = diag::dump_tcp()?;
+                let procs = owners_of_port(*port, &dump, &own_netns)?;
+                (procs, Some(*port), Some(dump))
+            }
+        };
+
+        let lead = procs[0].info.pid;
+        let netns = if port.is_some() {
+            own_netns.clone()
+        } else {
+            netns_of(&lead.to_string())?
+        };
+
+        let mut system = SystemLimits::default();
+        sysctl::read_host(&mut system)?;
+        let (net_sys, dump) = match dump {
+            Some(d) => {
+                let mut s = system.clone();
+                sysctl::read_net(&mut s)?;
+                (s, d)
+            }
+            None => {
+                let base = system.clone();
+                let read = move || -> Result<(SystemLimits, Vec<DiagSocket>), Error> {
+                    let mut s = base;
+                    sysctl::read_net(&mut s)?;
+                    Ok((s, diag::dump_tcp()?))
+                };
+                if netns == own_netns {
+                    read()?
+                } else {
+                    in_netns_of(lead, &netns, read)?
+                }
+            }
+        };
+        system = net_sys;
+
+        // /proc/PID/net shows the namespace of PID, whoever reads it.
+        let netstat = netstat::parse_netstat(&read_proc(&format!("/proc/{lead}/net/netstat"))?)?;
+        let sockstat = netstat::parse_sockstat(&read_proc(&format!("/proc/{lead}/net/sockstat"))?)?;
+        system.tcp_mem_used_pages = Some(sockstat.mem_pages);
+
+        let mut snap = Snapshot {
+            source: Source::Poll,
+            source_note: None,
+            taken_at_ms: now_ms(),
+            netns,
+            netstat,
+            ..Default::default()
+        };
+        assign_sockets(&mut snap, &procs, &dump, port);
+
+        let ipv6 = snap.listeners.iter().any(|l| l.address.starts_with('['));
+        let epoll = procs.iter().any(|p| p.uses_epoll);
+        self.kernel_memory = measure_kernel_memory(&sockstat, system.page_size, ipv6, epoll);
+        snap.memory_per_connection = self.kernel_memory.as_ref().map(|k| MemoryPerConnection {
+            process_bytes: self.process_bytes_per_connection,
+            kernel_bytes: k.bytes_per_connection,
+            // The process side is configured, not measured: say so.
+            measured: false,
+        });
+        snap.system = system;
+        Ok(snap)
+    }
+}
+
+/// Fills the snapshot's processes (with their connection counts), the
+/// target's sockets by state, its listeners and the namespace's TIME_WAIT
+/// count from one sock_diag dump.
+/// `port`: the target is "whatever listens on this port", so its listeners
+/// are every listener there, visible owner or not.
+pub fn assign_sockets(
+    snap: &mut Snapshot,
+    procs: &[ProcScan],
+    dump: &[DiagSocket],
+    port: Option<u16>,
+) {
+    let mut owner: HashMap<u64, Vec<usize>> = HashMap::new();
+    for (i, p) in procs.iter().enumerate() {
+        for &ino in &p.socket_inodes {
+            owner.entry(ino).or_default().push(i);
+        }
+    }
+    let mut connections = vec![0u64; procs.len()];
+    let owned = |s: &DiagSocket| s.inode != 0 && owner.contains_key(&s.inode);
+
+    let mut listeners: Vec<&DiagSocket> = dump
+        .iter()
+        .filter(|s| s.state == LISTEN && (owned(s) || port == Some(s.local.port())))
+        .collect();
+    listeners.sort_by_key(|s| (s.local.port(), s.local.is_ipv6(), s.local.ip(), s.inode));
+    let ports: BTreeSet<u16> = listeners.iter().map(|s| s.local.port()).collect();
+
+    for s in dump {
+        if s.state == TIME_WAIT {
+            snap.time_wait += 1;
+        }
+        let mine = if owned(s) {
+            if s.state != LISTEN && s.state != CLOSE {
+                for &i in &owner[&s.inode] {
+                    connections[i] += 1;
+                }
+            }
+            true
+        } else {
+            // Request and TIME_WAIT sockets have no inode: they belong to the
+            // listener whose port they were accepted on.
+            (s.inode == 0 && s.state != LISTEN && ports.contains(&s.local.port()))
+                || (s.state == LISTEN && port == Some(s.local.port()))
+        };
+        if mine {
+            if let Some(st) = TcpState::from_kernel(s.state) {
+                *snap.sockets.entry(st).or_default() += 1;
+            }
+        }
+    }
+    snap.listeners = listeners
+        .into_iter()
+        .map(|s| Listener {
+            address: s.local.to_string(),
+            port: s.local.port(),
+            accept_queue_depth: s.rqueue as u64,
+            accept_queue_limit: s.wqueue as u64,
+            accept_queue_peak: s.rqueue as u64,
+            queue_full_events: None,
+            inode: s.inode,
+        })
+        .collect();
+    snap.processes = procs
+        .iter()
+        .zip(connections)
+        .map(|(p, c)| ProcessInfo {
+            connections: c,
+            ..p.info.clone()
+        })
+        .collect();
+}
+
+/// Every process holding a listener on `port`, read from /proc. Processes we
+/// may not look into are skipped, and named in the error when nobody else
+/// owns the listeners.
+fn owners_of_port(port: u16, dump: &[DiagSocket], netns: &str) -> Result<Vec<ProcScan>, Error> {
+    let inodes: BTreeSet<u64> = dump
+        .iter()
+        .filter(|s| s.state == LISTEN && s.local.port() == port && s.inode != 0)
+        .map(|s| s.inode)
+        .collect();
+    if inodes.is_empty() {
+        return Err(Error::NoListener {
+            port,
+            netns: netns.to_string(),
+        });
+    }
+    let mut found = Vec::new();
+    let mut denied = 0;
+    for pid in all_pids()? {
+        let fds = match process::scan_fds(pid) {
+            Ok(f) => f,
+            Err(Error::Permission { .. }) => {
+                denied += 1;
+                continue;
+            }
+            Err(_) => continue, // exited meanwhile
+        };
+        if fds.socket_inodes.iter().any(|i| inodes.contains(i)) {
+            match process::read_process_with(pid, fds) {
+                Ok(p) => found.push(p),
+                Err(Error::NoSuchPid(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if found.is_empty() {
+        let hint = if denied > 0 {
+            format!("{denied} processes could not be read; run as root")
+        } else {
+            "the listener belongs to no process (it is being closed?)".to_string()
+        };
+        return Err(Error::NoOwner {
+            port,
+            listeners: inodes.len(),
+            hint,
+        });
+    }
+    Ok(found)
+}
+
+/// The pids of every process holding a TCP listener on `port` in the
+/// calling thread's network namespace, sorted.
+pub fn pids_on_port(port: u16) -> Result<Vec<u32>, Error> {
+    let dump = diag::dump_tcp()?;
+    let ns = netns_of("self")?;
+    Ok(owners_of_port(port, &dump, &ns)?
+        .into_iter()
+        .map(|p| p.info.pid)
+        .collect())
+}
+
+fn all_pids() -> Result<Vec<u32>, Error> {
+    let rd = std::fs::read_dir("/proc").map_err(|e| Error::Io {
+        what: "/proc".into(),
+        source: e,
+    })?;
+    let mut pids: Vec<u32> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+fn read_proc(path: &str) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| Error::Io {
+        what: path.to_string(),
+        source: e,
+    })
+}
+
+/// `net:[4026531840]` of a /proc entry (`self` or a pid).
+pub fn netns_of(who: &str) -> Result<String, Error> {
+    let path = format!("/proc/{who}/ns/net");
+    match std::fs::read_link(&path) {
+        Ok(l) => Ok(l.to_string_lossy().into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(match who.parse() {
+            Ok(pid) => Error::NoSuchPid(pid),
+            Err(_) => Error::Io {
+                what: path,
+                source: e,
+            },
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(Error::Permission {
+            what: format!("reading the network namespace of {who}"),
+            hint: "run as root or as the process's owner".into(),
+        }),
+        Err(e) => Err(Error::Io {
+            what: path,
+            source: e,
+        }),
+    }
+}
+
+/// Runs `f` on a thread that has joined the network namespace of `pid`
+/// (setns affects only the calling thread; ours stays where it was).
+fn in_netns_of<T: Send>(
+    pid: u32,
+    netns: &str,
+    f: impl FnOnce() -> Result<T, Error> + Send,
+) -> Result<T, Error> {
+    let path = format!("/proc/{pid}/ns/net");
+    let file = std::fs::File::open(&path).map_err(|e| Error::Io {
+        what: path.clone(),
+        source: e,
+    })?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            // SAFETY: a valid namespace fd; CLONE_NEWNET only changes this thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(Error::Permission {
+                    what: format!("entering pid {pid}'s network namespace {netns}"),
+                    hint: format!("needs CAP_SYS_ADMIN: {}", std::io::Error::last_os_error()),
+                });
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::Netlink("namespace reader thread panicked".into())))
+    })
+}
+
+fn measure_kernel_memory(
+    sockstat: &netstat::SockStat,
+    page_size: u64,
+    ipv6: bool,
+    epoll: bool,
+) -> Option<KernelMemory> {
+    // Root only (mode 0400): without it the model's default is used, and
+    // status says so.
+    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
+    let slabs = kmem::parse_slabinfo(&text).ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as u64;
+    // SK_MEMORY_PCPU_RESERVE: 1 MiB of pages when the sysctl is not there.
+    let rsv = std::fs::read_to_string("/proc/sys/net/core/mem_pcpu_rsv")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or((1 << 20) / page_size.max(1));
+    kmem::measure(&slabs, sockstat, page_size, cpus, rsv, ipv6, epoll)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,245 @@
+//! One process from /proc/PID: its nofile limits, open fds and the socket
+//! inodes among them, RSS, and the memory limit of its cgroup (v2).
+
+use crate::Error;
+use headroom_core::ProcessInfo;
+use procfs::process::{LimitValue, Process};
+use procfs::ProcError;
+use std::path::{Path, PathBuf};
+
+/// A process as read from /proc, with the socket inodes it holds (to tie
+/// sock_diag sockets to it).
+#[derive(Debug, Clone, Default)]
+pub struct ProcScan {
+    pub info: ProcessInfo,
+    /// Inodes of its sockets, sorted.
+    pub socket_inodes: Vec<u64>,
+    /// It holds an epoll instance (each connection then costs an epitem).
+    pub uses_epoll: bool,
+}
+
+fn proc_err(pid: u32, what: &str, e: ProcError) -> Error {
+    match e {
+        ProcError::NotFound(_) => Error::NoSuchPid(pid),
+        ProcError::PermissionDenied(_) => Error::Permission {
+            what: format!("reading {what} of pid {pid}"),
+            hint: "run as root or as the process's owner".into(),
+        },
+        e => Error::Parse {
+            what: format!("/proc/{pid}/{what}"),
+            why: e.to_string(),
+        },
+    }
+}
+
+fn limit(v: LimitValue) -> Option<u64> {
+    match v {
+        LimitValue::Unlimited => None,
+        LimitValue::Value(v) => Some(v),
+    }
+}
+
+/// Reads everything headroom needs about `pid`. Connections are left at 0:
+/// they need the sock_diag dump (see `poll::mod`).
+pub fn read_process(pid: u32) -> Result<ProcScan, Error> {
+    read_process_with(pid, scan_fds(pid)?)
+}
+
+/// [`read_process`] with its fd table already scanned.
+pub fn read_process_with(pid: u32, fds: FdScan) -> Result<ProcScan, Error> {
+    let proc = Process::new(pid as i32).map_err(|e| proc_err(pid, "", e))?;
+    let stat = proc.stat().map_err(|e| proc_err(pid, "stat", e))?;
+    let limits = proc.limits().map_err(|e| proc_err(pid, "limits", e))?;
+    let statm = proc.statm().map_err(|e| proc_err(pid, "statm", e))?;
+    let (cg_limit, cg_used) = match proc.cgroups() {
+        Ok(cgs) => cgs
+            .0
+            .iter()
+            .find(|c| c.hierarchy == 0)
+            .and_then(|c| cgroup_memory(Path::new(CGROUP_ROOT), &c.pathname))
+            .map_or((None, None), |(l, u)| (Some(l), Some(u))),
+        Err(_) => (None, None),
+    };
+    Ok(ProcScan {
+        info: ProcessInfo {
+            pid,
+            comm: stat.comm,
+            nofile_soft: limit(limits.max_open_files.soft_limit),
+            nofile_hard: limit(limits.max_open_files.hard_limit),
+            open_fds: fds.count,
+            open_fds_peak: fds.count,
+            connections: 0,
+            rss_bytes: statm.resident * procfs::page_size(),
+            cgroup_memory_limit_bytes: cg_limit,
+            cgroup_memory_used_bytes: cg_used,
+        },
+        socket_inodes: fds.socket_inodes,
+        uses_epoll: fds.epoll,
+    })
+}
+
+/// What the fd table of a process holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FdScan {
+    pub count: u64,
+    /// Socket inodes, sorted.
+    pub socket_inodes: Vec<u64>,
+    /// An `anon_inode:[eventpoll]` is among them.
+    pub epoll: bool,
+}
+
+/// Counts the open fds of `pid` and collects its socket inodes.
+///
+/// Hand-rolled rather than procfs's `fd()`, which opens and stats each fd:
+/// one readlink per fd matters for a process holding 100,000 sockets.
+pub fn scan_fds(pid: u32) -> Result<FdScan, Error> {
+    let dir = PathBuf::from(format!("/proc/{pid}/fd"));
+    let entries = std::fs::read_dir(&dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NoSuchPid(pid),
+        std::io::ErrorKind::PermissionDenied => Error::Permission {
+            what: format!("reading the fds of pid {pid}"),
+            hint: "run as root or as the process's owner".into(),
+        },
+        _ => Error::Io {
+            what: dir.display().to_string(),
+            source: e,
+        },
+    })?;
+    let mut scan = FdScan::default();
+    for entry in entries {
+        // An fd closed between readdir and readlink is simply gone.
+        let Ok(entry) = entry else { continue };
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        scan.count += 1;
+        let link = target.as_os_str().to_str().unwrap_or("");
+        if let Some(inode) = socket_inode(link) {
+            scan.socket_inodes.push(inode);
+        } else if link == "anon_inode:[eventpoll]" {
+            scan.epoll = true;
+        }
+    }
+    scan.socket_inodes.sort_unstable();
+    Ok(scan)
+}
+
+/// `socket:[12345]` -> 12345.
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Where the cgroup v2 hierarchy is mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// The tightest memory limit on a cgroup v2 path: walks from the process's
+/// cgroup up to the root and returns `(memory.max, memory.current)` of the
+/// ancestor with the least room. `None` when no ancestor sets a limit.
+pub fn cgroup_memory(root: &Path, cgroup: &str) -> Option<(u64, u64)> {
+    let mut best: Option<(u64, u64)> = None;
+    let mut rel = PathBuf::from(cgroup.trim_start_matches('/'));
+    loop {
+        let dir = root.join(&rel);
+        let max = std::fs::read_to_string(dir.join("memory.max")).ok();
+        let cur = std::fs::read_to_string(dir.join("memory.current")).ok();
+        if let (Some(max), Some(cur)) = (max, cur) {
+            if let (Ok(max), Ok(cur)) = (max.trim().parse::<u64>(), cur.trim().parse::<u64>()) {
+                if best.is_none_or(|(bm, bc)| max.saturating_sub(cur) < bm.saturating_sub(bc)) {
+                    best = Some((max, cur));
+                }
+            }
+        }
+        if !rel.pop() {
+            return best;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use procfs::process::Limits;
+    use procfs::FromRead;
+
+    const LIMITS: &str = "\
+Limit                     Soft Limit           Hard Limit           Units     
+Max cpu time              unlimited            unlimited            seconds   
+Max file size             unlimited            unlimited            bytes     
+Max data size             unlimited            unlimited            bytes     
+Max stack size            8388608              unlimited            bytes     
+Max core file size        0                    unlimited            bytes     
+Max resident set          unlimited            unlimited            bytes     
+Max processes             95432                95432                processes 
+Max open files            20000                20000                files     
+Max locked memory         8388608              8388608              bytes     
+Max address space         unlimited            unlimited            bytes     
+Max file locks            unlimited            unlimited            locks     
+Max pending signals       95432                95432                signals   
+Max msgqueue size         819200               819200               bytes     
+Max nice priority         0                    0                    
+Max realtime priority     0                    0                    
+Max realtime timeout      unlimited            unlimited            us        
+";
+
+    #[test]
+    fn limits_fixture_gives_nofile() {
+        let l = Limits::from_read(LIMITS.as_bytes()).unwrap();
+        assert_eq!(limit(l.max_open_files.soft_limit), Some(20000));
+        assert_eq!(limit(l.max_open_files.hard_limit), Some(20000));
+        let unl = LIMITS.replace(
+            "Max open files            20000                20000",
+            "Max open files            1024                 unlimited",
+        );
+        let l = Limits::from_read(unl.as_bytes()).unwrap();
+        assert_eq!(limit(l.max_open_files.soft_limit), Some(1024));
+        assert_eq!(limit(l.max_open_files.hard_limit), None);
+    }
+
+    #[test]
+    fn socket_links() {
+        assert_eq!(socket_inode("socket:[4026532177]"), Some(4026532177));
+        assert_eq!(socket_inode("pipe:[12]"), None);
+        assert_eq!(socket_inode("/dev/null"), None);
+        assert_eq!(socket_inode("socket:[x]"), None);
+    }
+
+    #[test]
+    fn cgroup_tightest_ancestor_wins() {
+        let root = std::env::temp_dir().join(format!("hr-cg-{}", std::process::id()));
+        let leaf = root.join("a/b");
+        std::fs::create_dir_all(&leaf).unwrap();
+        // a: 1 GiB max, 900 MiB used (124 MiB left); b: no limit of its own.
+        std::fs::write(root.join("a/memory.max"), "1073741824\n").unwrap();
+        std::fs::write(root.join("a/memory.current"), "943718400\n").unwrap();
+        std::fs::write(leaf.join("memory.max"), "max\n").unwrap();
+        std::fs::write(leaf.join("memory.current"), "1000\n").unwrap();
+        assert_eq!(cgroup_memory(&root, "/a/b"), Some((1 << 30, 943718400)));
+        // b gets a tighter limit: it wins.
+        std::fs::write(leaf.join("memory.max"), "2000000\n").unwrap();
+        assert_eq!(cgroup_memory(&root, "/a/b"), Some((2000000, 1000)));
+        assert_eq!(cgroup_memory(&root, "/nowhere"), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn reads_itself() {
+        let me = std::process::id();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = read_process(me).unwrap();
+        assert_eq!(s.info.pid, me);
+        assert!(s.info.open_fds >= 4, "{}", s.info.open_fds);
+        assert!(!s.socket_inodes.is_empty());
+        assert!(s.info.rss_bytes > 0);
+        drop(l);
+    }
+
+    #[test]
+    fn unknown_pid_is_no_such_pid() {
+        // Above the kernel's pid_max ceiling (4194304): never a real pid.
+        let e = read_process(4_194_305).unwrap_err();
+        assert!(matches!(e, Error::NoSuchPid(4_194_305)), "{e}");
+    }
+}
