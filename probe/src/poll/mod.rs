@@ -373,3 +373,121 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn sock(state: TcpState, local: &str, remote: &str, q: (u32, u32), inode: u64) -> DiagSocket {
+        DiagSocket {
+            state: state as u8,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            rqueue: q.0,
+            wqueue: q.1,
+            inode,
+        }
+    }
+
+    fn proc_with(pid: u32, inodes: &[u64]) -> ProcScan {
+        ProcScan {
+            info: ProcessInfo {
+                pid,
+                open_fds: 10,
+                ..Default::default()
+            },
+            socket_inodes: inodes.to_vec(),
+            uses_epoll: false,
+        }
+    }
+
+    /// Two workers on :8080 (v4 and v6 listeners), their connections,
+    /// socket-less queue and TIME_WAIT sockets, and a stranger's sockets.
+    fn dump() -> Vec<DiagSocket> {
+        use TcpState::*;
+        vec![
+            sock(Listen, "0.0.0.0:8080", "0.0.0.0:0", (2, 128), 100),
+            sock(Listen, "[::]:8080", "[::]:0", (0, 64), 200),
+            sock(
+                Established,
+                "127.0.0.1:8080",
+                "127.0.0.1:50001",
+                (0, 0),
+                101,
+            ),
+            sock(
+                Established,
+                "127.0.0.1:8080",
+                "127.0.0.1:50002",
+                (0, 0),
+                102,
+            ),
+            sock(Established, "[::1]:8080", "[::1]:50003", (0, 0), 201),
+            // In the accept queue: no inode yet.
+            sock(Established, "127.0.0.1:8080", "127.0.0.1:50004", (0, 0), 0),
+            sock(TimeWait, "127.0.0.1:8080", "127.0.0.1:50005", (0, 0), 0),
+            // A worker's unconnected socket: no connection.
+            sock(Close, "0.0.0.0:0", "0.0.0.0:0", (0, 0), 103),
+            // Someone else's listener, connection and TIME_WAIT.
+            sock(Listen, "127.0.0.1:9090", "0.0.0.0:0", (0, 4096), 900),
+            sock(
+                Established,
+                "127.0.0.1:40000",
+                "127.0.0.1:9090",
+                (0, 0),
+                901,
+            ),
+            sock(TimeWait, "127.0.0.1:9090", "127.0.0.1:40001", (0, 0), 0),
+        ]
+    }
+
+    #[test]
+    fn sockets_are_tied_to_processes_by_inode() {
+        let procs = [
+            proc_with(1, &[100, 101, 102, 103]),
+            proc_with(2, &[200, 201]),
+        ];
+        let mut snap = Snapshot::default();
+        assign_sockets(&mut snap, &procs, &dump(), None);
+        assert_eq!(snap.processes.len(), 2);
+        assert_eq!(snap.processes[0].connections, 2);
+        assert_eq!(snap.processes[1].connections, 1);
+        assert_eq!(snap.connections(), 3);
+        assert_eq!(snap.time_wait, 2);
+        let addrs: Vec<&str> = snap.listeners.iter().map(|l| l.address.as_str()).collect();
+        assert_eq!(addrs, ["0.0.0.0:8080", "[::]:8080"]);
+        assert_eq!(
+            (
+                snap.listeners[0].accept_queue_depth,
+                snap.listeners[0].accept_queue_limit
+            ),
+            (2, 128)
+        );
+        assert_eq!(snap.listeners[1].inode, 200);
+        use TcpState::*;
+        let want: BTreeMap<TcpState, u64> =
+            [(Established, 4), (Listen, 2), (TimeWait, 1), (Close, 1)].into();
+        assert_eq!(snap.sockets, want);
+    }
+
+    #[test]
+    fn port_target_takes_every_listener_on_the_port() {
+        // Only worker 1 is visible; the port still has both listeners.
+        let procs = [proc_with(1, &[100, 101])];
+        let mut snap = Snapshot::default();
+        assign_sockets(&mut snap, &procs, &dump(), Some(8080));
+        assert_eq!(snap.listeners.len(), 2);
+        assert_eq!(snap.processes[0].connections, 1);
+        assert_eq!(snap.sockets[&TcpState::Listen], 2);
+    }
+
+    #[test]
+    fn owners_of_an_empty_port_is_no_listener() {
+        let e = owners_of_port(1, &dump(), "net:[1]").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "no TCP listener on port 1 in this network namespace (net:[1])"
+        );
+    }
+}
