@@ -146,6 +146,13 @@ fn status_port_finds_every_reuseport_process() {
         .collect();
     limits.sort_unstable();
     assert_eq!(limits, vec![16, 32]);
+
+    // The same two named by pid are the same service.
+    let by_pid = status_json(&["--pid", &format!("{},{}", b.pid, a.pid)]);
+    assert_eq!(by_pid["target"]["pids"], serde_json::json!([b.pid, a.pid]));
+    assert_eq!(by_pid["pids"], serde_json::json!(pids));
+    assert_eq!(u(&constraint(&by_pid, "nofile")["limit"]), 800);
+    assert_eq!(by_pid["listeners"].as_array().unwrap().len(), 2);
 }
 
 /// A target in another network namespace: its sockets and net.* sysctls are

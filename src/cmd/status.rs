@@ -12,9 +12,10 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The process to look at (default: this headroom process itself).
-    #[arg(long, conflicts_with = "port")]
-    pub pid: Option<u32>,
+    /// The process to look at (default: this headroom process itself);
+    /// several (`--pid 1,2` or repeated) are taken as one service.
+    #[arg(long, conflicts_with = "port", value_delimiter = ',')]
+    pub pid: Vec<u32>,
     /// Look at every process listening on this TCP port (this network namespace).
     #[arg(long)]
     pub port: Option<u16>,
@@ -57,6 +58,8 @@ pub struct TargetJson {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub pids: Option<Vec<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
 }
 
@@ -74,10 +77,11 @@ pub struct MemoryJson<'a> {
 }
 
 pub fn run(args: Args) -> CmdResult {
-    let target = match (args.pid, args.port) {
+    let target = match (args.pid.as_slice(), args.port) {
         (_, Some(port)) => Target::Port(port),
-        (Some(pid), None) => Target::Pid(pid),
-        (None, None) => Target::Pid(std::process::id()),
+        ([], None) => Target::Pid(std::process::id()),
+        ([pid], None) => Target::Pid(*pid),
+        (pids, None) => Target::Pids(pids.to_vec()),
     };
     let cfg = ModelConfig {
         fd_reserve: args.reserve,
@@ -105,7 +109,14 @@ pub fn run(args: Args) -> CmdResult {
         let doc = StatusJson {
             schema_version: SCHEMA_VERSION,
             target: TargetJson {
-                pid: args.port.is_none().then(|| snap.processes[0].pid),
+                pid: match &target {
+                    Target::Pid(p) => Some(*p),
+                    _ => None,
+                },
+                pids: match &target {
+                    Target::Pids(ps) => Some(ps.clone()),
+                    _ => None,
+                },
                 port: args.port,
             },
             source: snap.source.as_str(),
@@ -392,6 +403,7 @@ mod tests {
             schema_version: SCHEMA_VERSION,
             target: TargetJson {
                 pid: Some(7),
+                pids: None,
                 port: None,
             },
             source: s.source.as_str(),

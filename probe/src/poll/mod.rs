@@ -73,6 +73,9 @@ impl PollSource {
             Target::Pid(pid) => (vec![process::read_process(*pid)?], None, None),
             Target::Pids(pids) if pids.is_empty() => return Err(Error::EmptyTarget),
             Target::Pids(pids) => {
+                let mut pids = pids.clone();
+                pids.sort_unstable();
+                pids.dedup();
                 let procs = pids
                     .iter()
                     .map(|p| process::read_process(*p))
@@ -488,6 +491,40 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "no TCP listener on port 1 in this network namespace (net:[1])"
+        );
+    }
+}
+
+#[cfg(test)]
+mod model_tests {
+    //! Cases the core model's own tests do not cover, on snapshots shaped as
+    //! the poll source builds them.
+    use super::*;
+    use headroom_core::predict;
+
+    #[test]
+    fn unlimited_soft_nofile_is_capped_by_nr_open() {
+        let mut snap = Snapshot::default();
+        let p = ProcScan {
+            info: ProcessInfo {
+                pid: 5,
+                nofile_soft: None,
+                nofile_hard: None,
+                open_fds: 100,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assign_sockets(&mut snap, &[p], &[], None);
+        snap.system.nr_open = 1 << 20;
+        let pred = predict(&snap, &ModelConfig::default());
+        let c = pred.constraint("nofile").unwrap();
+        assert_eq!(c.limit, 1 << 20);
+        assert_eq!(pred.predicted_max_connections, (1 << 20) - 100 - 32);
+        assert!(
+            c.explanation.contains("soft unlimited"),
+            "{}",
+            c.explanation
         );
     }
 }
