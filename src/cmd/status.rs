@@ -74,6 +74,11 @@ pub struct MemoryJson<'a> {
     /// `measured` (slabinfo + sockstat) or `default` (not readable).
     pub kernel_bytes_source: &'static str,
     pub kernel: Option<&'a KernelMemory>,
+    /// RSS of the target's processes now, summed: the process side of the
+    /// memory budget, beside the kernel side below.
+    pub rss_bytes: u64,
+    /// `kernel_bytes` times the connections held now.
+    pub kernel_bytes_for_connections: u64,
 }
 
 pub fn run(args: Args) -> CmdResult {
@@ -161,6 +166,8 @@ fn memory_json<'a>(
             "default"
         },
         kernel,
+        rss_bytes: snap.processes.iter().map(|p| p.rss_bytes).sum(),
+        kernel_bytes_for_connections: m.kernel_bytes * snap.connections(),
     }
 }
 
@@ -336,6 +343,13 @@ pub fn render(
             None => "default: /proc/slabinfo not readable, run as root to measure".into(),
         }
     );
+    s += &format!(
+        "memory now: rss {} KiB over {} process(es); kernel ~{} KiB for {} connections\n",
+        mem.rss_bytes / 1024,
+        snap.processes.len(),
+        mem.kernel_bytes_for_connections / 1024,
+        snap.connections()
+    );
     s
 }
 
@@ -439,6 +453,10 @@ mod tests {
         assert_eq!(v["listeners"][0]["accept_queue_depth"], 5);
         assert_eq!(v["listeners"][0]["accept_queue_limit"], 8);
         assert_eq!(v["memory_per_connection"]["kernel_bytes_source"], "default");
+        assert_eq!(
+            v["memory_per_connection"]["kernel_bytes_for_connections"],
+            5 * 2048
+        );
         assert_eq!(v["snapshot"]["processes"][0]["pid"], 7);
     }
 }
