@@ -13,9 +13,8 @@ pub mod model;
 pub mod snapshot;
 
 pub use model::{
-    accept_queue_capacity, effective_backlog, time_to_limit, NextWall,
-    ephemeral_ports_per_destination, fd_capacity, predict, Constraint, ModelConfig, Prediction,
-    Scope,
+    accept_queue_capacity, effective_backlog, ephemeral_ports_per_destination, fd_capacity,
+    predict, time_to_limit, Constraint, ModelConfig, NextWall, Prediction, Scope,
 };
 pub use snapshot::{
     FdError, Listener, MemoryPerConnection, NetStat, ProcessInfo, Snapshot, Source, SystemLimits,

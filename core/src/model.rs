@@ -157,7 +157,10 @@ impl Prediction {
 /// soft - open - reserve, in units of `fds_per_connection`. The server calls
 /// this very function to set its own ceiling.
 pub fn fd_capacity(nofile_soft: u64, open_fds: u64, cfg: &ModelConfig) -> u64 {
-    nofile_soft.saturating_sub(open_fds).saturating_sub(cfg.fd_reserve) / cfg.fds_per_connection.max(1)
+    nofile_soft
+        .saturating_sub(open_fds)
+        .saturating_sub(cfg.fd_reserve)
+        / cfg.fds_per_connection.max(1)
 }
 
 /// Predicts the target's maximum concurrent connections from a snapshot.
@@ -341,17 +344,20 @@ fn finish(mut cs: Vec<Constraint>, conns: u64, nproc: u64) -> Prediction {
         .map(|c| (c.max_connections, c.name.clone()))
         .unwrap_or((0, String::new()));
 
-    let next_wall = cs.first().filter(|c| c.scope == Scope::Process).and_then(|b| {
-        let next = cs.iter().find(|c| c.scope == Scope::System)?;
-        // Capacity one process brings: its share of the binding limit.
-        let per_process = (b.limit.saturating_sub(b.reserve) / b.per_connection) / nproc.max(1);
-        let processes_needed = next.max_connections.div_ceil(per_process.max(1)).max(1);
-        Some(NextWall {
-            constraint: next.name.clone(),
-            max_connections: next.max_connections,
-            processes_needed,
-        })
-    });
+    let next_wall = cs
+        .first()
+        .filter(|c| c.scope == Scope::Process)
+        .and_then(|b| {
+            let next = cs.iter().find(|c| c.scope == Scope::System)?;
+            // Capacity one process brings: its share of the binding limit.
+            let per_process = (b.limit.saturating_sub(b.reserve) / b.per_connection) / nproc.max(1);
+            let processes_needed = next.max_connections.div_ceil(per_process.max(1)).max(1);
+            Some(NextWall {
+                constraint: next.name.clone(),
+                max_connections: next.max_connections,
+                processes_needed,
+            })
+        });
 
     Prediction {
         connections: conns,
@@ -472,7 +478,10 @@ mod tests {
         // 20000 - 1010 open - 32 reserve = 18958 more, plus 1000 held.
         assert_eq!(p.predicted_max_connections, 19958);
         let c = p.binding_constraint().unwrap();
-        assert_eq!((c.limit, c.used, c.reserve, c.headroom), (20000, 1010, 32, 18958));
+        assert_eq!(
+            (c.limit, c.used, c.reserve, c.headroom),
+            (20000, 1010, 32, 18958)
+        );
         assert!(c.explanation.contains("soft 20000 (hard 20000)"));
         assert!(c.remedy.contains("hard limit"));
     }
@@ -519,7 +528,11 @@ mod tests {
         let p = predict(&s, &ModelConfig::default());
         assert_eq!(p.binding, "memory");
         assert_eq!(p.predicted_max_connections, 1000 + (10 << 20) / 10240);
-        assert!(p.binding_constraint().unwrap().explanation.contains("measured"));
+        assert!(p
+            .binding_constraint()
+            .unwrap()
+            .explanation
+            .contains("measured"));
     }
 
     #[test]
@@ -527,7 +540,10 @@ mod tests {
         let mut s = host();
         s.processes[0].cgroup_memory_limit_bytes = Some(64 << 20);
         s.processes[0].cgroup_memory_used_bytes = Some(32 << 20);
-        let twin = ProcessInfo { pid: 43, ..s.processes[0].clone() };
+        let twin = ProcessInfo {
+            pid: 43,
+            ..s.processes[0].clone()
+        };
         s.processes.push(twin);
         let p = predict(&s, &ModelConfig::default());
         assert_eq!(p.binding, "cgroup-memory");
@@ -584,9 +600,18 @@ mod tests {
     #[test]
     fn ephemeral_ports_odd_range_counts_only_the_even_part() {
         // The kernel's connect() port scan covers an even number of ports.
-        assert_eq!(ephemeral_ports_per_destination((10000, 10998), 1, 0, 0).max_connections, 998);
-        assert_eq!(ephemeral_ports_per_destination((10001, 10999), 2, 0, 0).limit, 1996);
-        assert_eq!(ephemeral_ports_per_destination((10000, 10000), 1, 0, 0).limit, 1);
+        assert_eq!(
+            ephemeral_ports_per_destination((10000, 10998), 1, 0, 0).max_connections,
+            998
+        );
+        assert_eq!(
+            ephemeral_ports_per_destination((10001, 10999), 2, 0, 0).limit,
+            1996
+        );
+        assert_eq!(
+            ephemeral_ports_per_destination((10000, 10000), 1, 0, 0).limit,
+            1
+        );
     }
 
     #[test]

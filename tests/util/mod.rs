@@ -78,12 +78,18 @@ impl Netns {
     /// `sysctl -w key=value` inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) {
         let out = self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
-        assert!(out.status.success(), "sysctl {key}={value} in {}: {out:?}", self.name);
+        assert!(
+            out.status.success(),
+            "sysctl {key}={value} in {}: {out:?}",
+            self.name
+        );
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
