@@ -282,8 +282,10 @@ pub fn applied_snapshot(profile: &Profile, r: &Readings) -> Snapshot {
 pub fn check(profile: &Profile, r: &Readings) -> Report {
     let cfg = ModelConfig::default();
     let mut base = r.snapshot.clone();
-    if let Some(m) = &profile.memory {
-        // The profile's figure replaces the model's default cost.
+    let measured = base.memory_per_connection.is_some_and(|m| m.measured);
+    if let Some(m) = profile.memory.as_ref().filter(|_| !measured) {
+        // The profile's figure replaces the model's default cost, never a
+        // figure measured on the target.
         let kernel = cfg
             .default_memory_per_connection
             .kernel_bytes

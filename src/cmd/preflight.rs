@@ -107,7 +107,15 @@ fn load(name: &str) -> anyhow::Result<pf::Profile> {
 fn check(a: CheckArgs) -> CmdResult {
     let profile = load(&a.profile)?;
     let root = Root::system();
-    let readings = pf::read(&root, a.pid, profile.sysctls.keys().map(String::as_str))?;
+    let mut readings = pf::read(&root, a.pid, profile.sysctls.keys().map(String::as_str))?;
+    if let Some(pid) = a.pid {
+        // The probe sees what /proc/PID/limits does not: connections held,
+        // the cgroup's memory.max, measured memory per connection.
+        match headroom_probe::snapshot(&headroom_probe::Target::Pid(pid)) {
+            Ok(snap) => readings.snapshot = snap,
+            Err(e) => eprintln!("headroom: probe of pid {pid}: {e}; using its /proc limits only"),
+        }
+    }
     let mut report = pf::check(&profile, &readings);
     report.ignore(&a.ignore)?;
     if a.json {
