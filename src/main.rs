@@ -15,6 +15,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start; boxing every subcommand's Args would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Predict how many more connections a process (or a port's service) can take, and which limit stops it first.
     Status(cmd::status::Args),

@@ -1,10 +1,265 @@
-//! `headroom serve`: not built yet; see the open issue for it.
+//! `headroom serve`: the bundled MCP server over TCP (newline-delimited
+//! JSON-RPC) or stdio, with its limits, token and Prometheus metrics.
 
 use super::CmdResult;
+use anyhow::{bail, Context};
+use headroom_server::tcp::{Layout, Limits, TcpServer};
+use headroom_server::tools::{self, Profile, ServerState, CAPACITY_URI};
+use headroom_server::{Engine, EngineConfig, Metrics};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// TCP address to serve newline-delimited JSON-RPC on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:8707")]
+    pub listen: SocketAddr,
+    /// Serve one session over stdin/stdout instead of TCP (for MCP clients that launch servers).
+    #[arg(long, conflicts_with = "listen")]
+    pub stdio: bool,
+    /// Refuse connections beyond this many (the fd limit caps it in any case).
+    #[arg(long)]
+    pub max_connections: Option<u64>,
+    /// Largest message (one line) accepted; a longer one gets an error and the connection is closed.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_message_bytes: usize,
+    /// Asynchronous requests one session may have in flight.
+    #[arg(long, default_value_t = 16)]
+    pub max_in_flight: usize,
+    /// Close a connection after this many seconds without a message.
+    #[arg(long, default_value_t = 300)]
+    pub idle_timeout: u64,
+    /// Close a connection whose client has not read its replies for this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub write_timeout: u64,
+    /// Close a connection whose current line has been incomplete for this many seconds (slow loris).
+    #[arg(long, default_value_t = 10)]
+    pub line_timeout: u64,
+    /// On SIGTERM/SIGINT: seconds to let in-flight requests finish before connections are cut.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout: u64,
+    /// File holding a shared token; sessions must present it in params._meta["headroom/token"]
+    /// of initialize (or of each 2026-07-28 request). Never logged.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Threads (each a current-thread runtime with its own SO_REUSEPORT listener); default: one per core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Runtime layout: `per-core` (measured faster here) or `multi` (one multi-thread runtime, for comparison).
+    #[arg(long, default_value = "per-core", value_parser = ["per-core", "multi"])]
+    pub runtime: String,
+    /// Directory of preflight profiles (*.yaml) to offer as resources.
+    #[arg(long)]
+    pub profiles: Option<PathBuf>,
+    /// Print the listening addresses and limits as one JSON line on stdout once serving (TCP only).
+    #[arg(long)]
+    pub json: bool,
+    /// Entries per page of tools/list, resources/list and prompts/list.
+    #[arg(long, default_value_t = 50, hide = true)]
+    pub page_size: usize,
+}
 
-pub fn run(_args: Args) -> CmdResult {
-    anyhow::bail!("`headroom serve` is not implemented yet")
+fn load_profiles(dir: Option<&PathBuf>) -> anyhow::Result<Vec<Profile>> {
+    let Some(dir) = dir else {
+        return Ok(Vec::new());
+    };
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(dir)
+        .with_context(|| format!("reading profiles from {}", dir.display()))?
+    {
+        let path = e?.path();
+        if path.extension().and_then(|x| x.to_str()) == Some("yaml") {
+            let name = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            let yaml = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            v.push(Profile { name, yaml });
+        }
+    }
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(v)
+}
+
+fn read_token(path: &PathBuf) -> anyhow::Result<String> {
+    let t = std::fs::read_to_string(path)
+        .with_context(|| format!("reading token file {}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        bail!("token file {} is empty", path.display());
+    }
+    Ok(t)
+}
+
+pub fn run(args: Args) -> CmdResult {
+    if args.max_message_bytes < 64 {
+        bail!("--max-message-bytes must be at least 64");
+    }
+    if args.max_in_flight == 0 {
+        bail!("--max-in-flight must be at least 1");
+    }
+    let token = args.token_file.as_ref().map(read_token).transpose()?;
+    let profiles = load_profiles(args.profiles.as_ref())?;
+    let metrics = Metrics::new();
+    let state = Arc::new(ServerState::default());
+    let registry = tools::registry(state.clone(), profiles);
+    let config = EngineConfig {
+        page_size: args.page_size.max(1),
+        max_in_flight: args.max_in_flight,
+        token,
+        instructions: Some(
+            "headroom: call host_capacity to see which limit stops this server first and how many more connections fit; listeners shows accept queues."
+                .into(),
+        ),
+        ..Default::default()
+    };
+    let engine = Engine::new(registry, config, Some(metrics.clone()));
+
+    // The control runtime: signals, metrics endpoint, capacity sampler. Built
+    // before the TCP transport counts fds, so its own fds are accounted for.
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the control runtime")?;
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(
+            control
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("binding --metrics {addr}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
+    let (mut sigterm, mut sigint) = control.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    let _guard = control.enter();
+    if let Some(l) = metrics_listener {
+        control.spawn(headroom_server::exporter::serve(l, metrics.clone()));
+    }
+    control.spawn(sample_capacity(
+        engine.clone(),
+        state.clone(),
+        metrics.clone(),
+    ));
+
+    if args.stdio {
+        state.active.store(1, Ordering::Relaxed);
+        let stop = async move {
+            tokio::select! {
+                _ = sigterm.recv() => {},
+                _ = sigint.recv() => {},
+            }
+        };
+        control
+            .block_on(headroom_server::stdio::serve_process_stdio(
+                engine,
+                args.max_message_bytes,
+                stop,
+            ))
+            .context("stdio transport")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let layout = if args.runtime == "multi" {
+        Layout::MultiThread(threads)
+    } else {
+        Layout::PerCore(threads)
+    };
+    let limits = Limits {
+        max_connections: args.max_connections,
+        max_message_bytes: args.max_message_bytes,
+        idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
+        write_timeout: Duration::from_secs(args.write_timeout.max(1)),
+        line_timeout: Duration::from_secs(args.line_timeout.max(1)),
+        ..Default::default()
+    };
+    let server = TcpServer::bind(args.listen, layout, limits.backlog)
+        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let addr = server.local_addr();
+    let running = server
+        .start(engine, state.clone(), limits)
+        .context("starting the TCP transport")?;
+    let ceiling = running.ceiling;
+    eprintln!(
+        "headroom serve: MCP over TCP on {addr} ({threads} thread(s), {}), at most {ceiling} connections{}",
+        args.runtime,
+        metrics_addr.map(|a| format!(", metrics on http://{a}/metrics")).unwrap_or_default()
+    );
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "listen": addr.to_string(),
+                "metrics": metrics_addr.map(|a| a.to_string()),
+                "max_connections": ceiling,
+                "threads": threads,
+                "runtime": args.runtime,
+                "pid": std::process::id(),
+            })
+        );
+    }
+    control.block_on(async {
+        tokio::select! {
+            _ = sigterm.recv() => {},
+            _ = sigint.recv() => {},
+        }
+    });
+    let open = running.connections();
+    eprintln!(
+        "headroom serve: draining {open} connection(s) (up to {}s)",
+        args.drain_timeout
+    );
+    running.stop();
+    if running.join(Duration::from_secs(args.drain_timeout)) {
+        eprintln!("headroom serve: drained, exiting");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("headroom serve: drain timeout: connections still open were cut");
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// Samples this process's capacity every 2 s: exports the predicted maximum
+/// and tells subscribers of headroom://capacity when the binding limit or the
+/// predicted maximum changed.
+async fn sample_capacity(engine: Arc<Engine>, state: Arc<ServerState>, metrics: Arc<Metrics>) {
+    let mut last: Option<(String, u64)> = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let active = state.active.load(Ordering::Relaxed);
+        let (_, p) =
+            tokio::task::spawn_blocking(move || headroom_server::capacity::capacity(active))
+                .await
+                .unwrap_or_else(|_| headroom_server::capacity::capacity(active));
+        metrics
+            .predicted_max
+            .set(p.predicted_max_connections as i64);
+        let now = (p.binding.clone(), p.predicted_max_connections);
+        if last.as_ref().is_some_and(|l| *l != now) {
+            engine.resource_updated(CAPACITY_URI);
+        }
+        last = Some(now);
+    }
 }

@@ -1,0 +1,119 @@
+//! The capacity snapshot of this server process, for the `host_capacity`
+//! tool, the `headroom://capacity` resource and the connection ceiling.
+//!
+//! Reads the minimum straight from /proc and getrlimit; the probe crate's
+//! snapshot API replaces this reader once it lands on main (one function to
+//! swap: [`snapshot_self`]).
+
+use headroom_core::{predict, ModelConfig, Prediction, ProcessInfo, Snapshot, SystemLimits};
+use std::fs;
+
+/// RLIMIT_NOFILE of this process: (soft, hard), `None` for unlimited.
+pub fn nofile() -> (Option<u64>, Option<u64>) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return (None, None);
+    }
+    let f = |v: libc::rlim_t| (v != libc::RLIM_INFINITY).then_some(v);
+    (f(r.rlim_cur), f(r.rlim_max))
+}
+
+/// File descriptors open in this process now.
+pub fn open_fds() -> u64 {
+    fs::read_dir("/proc/self/fd")
+        .map(|d| d.count() as u64)
+        .unwrap_or(0)
+        .saturating_sub(1) // the read_dir's own fd
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    fs::read_to_string(path)
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn meminfo(key: &str) -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
+fn rss_bytes() -> u64 {
+    let Ok(s) = fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// This process and its host as a [`Snapshot`]; `connections` is what the
+/// server counts (it knows better than a socket scan).
+pub fn snapshot_self(connections: u64) -> Snapshot {
+    let (soft, hard) = nofile();
+    let fds = open_fds();
+    let file_nr = fs::read_to_string("/proc/sys/fs/file-nr").unwrap_or_default();
+    let mut ports = (32768u16, 60999u16);
+    if let Ok(s) = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") {
+        let v: Vec<u16> = s
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        if v.len() == 2 {
+            ports = (v[0], v[1]);
+        }
+    }
+    Snapshot {
+        taken_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        processes: vec![ProcessInfo {
+            pid: std::process::id(),
+            comm: "headroom".into(),
+            nofile_soft: soft,
+            nofile_hard: hard,
+            open_fds: fds,
+            open_fds_peak: fds,
+            connections,
+            rss_bytes: rss_bytes(),
+            ..Default::default()
+        }],
+        system: SystemLimits {
+            nr_open: read_u64("/proc/sys/fs/nr_open").unwrap_or(1 << 20),
+            file_max: read_u64("/proc/sys/fs/file-max").unwrap_or(0),
+            file_nr_allocated: file_nr
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            somaxconn: read_u64("/proc/sys/net/core/somaxconn").unwrap_or(0),
+            tcp_max_syn_backlog: read_u64("/proc/sys/net/ipv4/tcp_max_syn_backlog").unwrap_or(0),
+            ip_local_port_range: ports,
+            mem_available_bytes: meminfo("MemAvailable:").unwrap_or(0),
+            mem_total_bytes: meminfo("MemTotal:").unwrap_or(0),
+            // SAFETY: sysconf has no preconditions.
+            page_size: unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Snapshot and prediction together, as the tool and resource return them.
+pub fn capacity(connections: u64) -> (Snapshot, Prediction) {
+    let snap = snapshot_self(connections);
+    let p = predict(&snap, &ModelConfig::default());
+    (snap, p)
+}

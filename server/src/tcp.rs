@@ -1,0 +1,600 @@
+//! The TCP transport: newline-delimited JSON-RPC, one [`Session`] per
+//! connection, with every limit of the server issue enforced here.
+//!
+//! Layout (measured, see `headroom bench`): one current-thread tokio runtime
+//! per core, each with its own listening socket on the same port
+//! (SO_REUSEPORT), so an accept never waits for a sleeping multi-thread
+//! scheduler. `--runtime multi` keeps the one-listener multi-thread layout
+//! for comparison.
+//!
+//! Per-connection memory is kept small: reads go through a per-thread
+//! scratch buffer and only a partial line is kept per connection; the
+//! output buffer is freed when it grows large and empties.
+
+use crate::framing::{Framer, Oversize};
+use crate::jsonrpc;
+use crate::metrics::{Metrics, TransportMetrics};
+use crate::protocol::{Engine, Flow, Session, Transport};
+use crate::tools::ServerState;
+use headroom_core::{fd_capacity, ModelConfig};
+use serde_json::json;
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+use tokio::sync::Notify;
+
+/// Limits every connection lives under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `--max-connections`; the fd capacity caps it in any case.
+    pub max_connections: Option<u64>,
+    pub max_message_bytes: usize,
+    /// No complete message for this long: closed.
+    pub idle_timeout: Duration,
+    /// Output not drained for this long (client not reading): closed.
+    pub write_timeout: Duration,
+    /// A line started but not finished for this long (slow loris): closed.
+    pub line_timeout: Duration,
+    /// Stop reading while this much output waits to be written.
+    pub out_high_water: usize,
+    /// Listen backlog (the kernel caps it at net.core.somaxconn).
+    pub backlog: i32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: None,
+            max_message_bytes: 1 << 20,
+            idle_timeout: Duration::from_secs(300),
+            write_timeout: Duration::from_secs(10),
+            line_timeout: Duration::from_secs(10),
+            out_high_water: 1 << 20,
+            backlog: 4096,
+        }
+    }
+}
+
+/// How the accept loops and connections are spread over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// N current-thread runtimes, N SO_REUSEPORT listeners (the default).
+    PerCore(usize),
+    /// One multi-thread runtime with N workers and one listener.
+    MultiThread(usize),
+}
+
+/// Listeners bound and runtimes built, not yet serving: the caller opens
+/// whatever else it needs (metrics, signals) before [`TcpServer::start`]
+/// counts the process's fds and fixes the connection ceiling.
+pub struct TcpServer {
+    listeners: Vec<std::net::TcpListener>,
+    runtimes: Vec<Runtime>,
+    layout: Layout,
+    local_addr: SocketAddr,
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(backlog)?;
+    Ok(s.into())
+}
+
+impl TcpServer {
+    pub fn bind(addr: SocketAddr, layout: Layout, backlog: i32) -> io::Result<TcpServer> {
+        let (n, per_core) = match layout {
+            Layout::PerCore(n) => (n.max(1), true),
+            Layout::MultiThread(_) => (1, false),
+        };
+        let first = bind_one(addr, per_core, backlog)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..n {
+            listeners.push(bind_one(local_addr, true, backlog)?);
+        }
+        let runtimes = match layout {
+            Layout::PerCore(_) => (0..n)
+                .map(|_| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                })
+                .collect::<io::Result<Vec<_>>>()?,
+            Layout::MultiThread(w) => vec![tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(w.max(1))
+                .enable_all()
+                .build()?],
+        };
+        Ok(TcpServer {
+            listeners,
+            runtimes,
+            layout,
+            local_addr,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Fixes the ceiling from the fds open now, then serves on threads of
+    /// their own. The returned handle stops and drains.
+    pub fn start(
+        self,
+        engine: Arc<Engine>,
+        state: Arc<ServerState>,
+        limits: Limits,
+    ) -> io::Result<Running> {
+        let (soft, _) = crate::capacity::nofile();
+        let open = crate::capacity::open_fds();
+        let fd_cap = soft.map_or(u64::MAX, |s| fd_capacity(s, open, &ModelConfig::default()));
+        let (ceiling, reason) = match limits.max_connections {
+            Some(m) if m <= fd_cap => (m, Reason::MaxConnections),
+            _ => (
+                fd_cap,
+                Reason::Nofile {
+                    soft: soft.unwrap_or(0),
+                    open,
+                },
+            ),
+        };
+        state.ceiling.store(ceiling, Ordering::Relaxed);
+        let tm = engine.metrics.as_ref().map(|m| m.transport(Transport::Tcp));
+        if let Some(m) = &engine.metrics {
+            m.connections_max.set(ceiling as i64);
+        }
+        let shared = Arc::new(Shared {
+            engine,
+            state,
+            limits,
+            ceiling,
+            reason,
+            tm,
+        });
+        let mut threads = Vec::new();
+        let mut locals = Vec::new();
+        let per_core = matches!(self.layout, Layout::PerCore(_));
+        let mut listeners = self.listeners.into_iter();
+        for (i, rt) in self.runtimes.into_iter().enumerate() {
+            let local = Arc::new(Local::default());
+            locals.push(local.clone());
+            let shared = shared.clone();
+            let std_listener = listeners.next().expect("one listener per runtime");
+            let name = format!("headroom-tcp-{i}");
+            threads.push(std::thread::Builder::new().name(name).spawn(move || {
+                rt.block_on(async move {
+                    let listener = match TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("headroom serve: cannot register listener: {e}");
+                            return;
+                        }
+                    };
+                    accept_loop(listener, shared, local.clone()).await;
+                    local.wait_idle().await;
+                });
+                // Connections still open past the drain are cut here.
+                drop(rt);
+            })?);
+        }
+        let _ = per_core;
+        Ok(Running {
+            threads,
+            locals,
+            ceiling,
+        })
+    }
+}
+
+/// A serving TCP transport.
+pub struct Running {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    locals: Vec<Arc<Local>>,
+    pub ceiling: u64,
+}
+
+impl Running {
+    /// Stops accepting (listeners closed) and lets every connection finish
+    /// its in-flight requests and flush.
+    pub fn stop(&self) {
+        for l in &self.locals {
+            l.stopping.store(true, Ordering::SeqCst);
+            l.notify.notify_waiters();
+        }
+    }
+
+    /// Connections open now.
+    pub fn connections(&self) -> usize {
+        self.locals
+            .iter()
+            .map(|l| l.conns.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Waits for the threads up to `timeout`; true when all drained.
+    pub fn join(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.threads.iter().any(|t| !t.is_finished()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+        true
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Reason {
+    MaxConnections,
+    Nofile { soft: u64, open: u64 },
+}
+
+struct Shared {
+    engine: Arc<Engine>,
+    state: Arc<ServerState>,
+    limits: Limits,
+    ceiling: u64,
+    reason: Reason,
+    tm: Option<Arc<TransportMetrics>>,
+}
+
+impl Shared {
+    fn refusal(&self) -> (&'static str, Vec<u8>) {
+        match self.reason {
+            Reason::MaxConnections => (
+                "max-connections",
+                jsonrpc::refusal_line(
+                    "max-connections",
+                    self.ceiling,
+                    &format!("connection refused: max-connections {} reached", self.ceiling),
+                ),
+            ),
+            Reason::Nofile { soft, open } => (
+                "nofile",
+                jsonrpc::refusal_line(
+                    "nofile",
+                    self.ceiling,
+                    &format!(
+                        "connection refused: nofile capacity {} reached (RLIMIT_NOFILE soft {soft} - {open} fds open at start - {} reserve)",
+                        self.ceiling,
+                        ModelConfig::default().fd_reserve
+                    ),
+                ),
+            ),
+        }
+    }
+}
+
+/// Per accept-loop (per thread) stop signal and connection count: nothing
+/// here is touched by another thread on the hot path.
+#[derive(Default)]
+struct Local {
+    stopping: AtomicBool,
+    notify: Notify,
+    conns: AtomicUsize,
+    idle: Notify,
+}
+
+impl Local {
+    async fn wait_idle(&self) {
+        loop {
+            let n = self.idle.notified();
+            if self.conns.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, local: Arc<Local>) {
+    loop {
+        let stop = local.notify.notified();
+        if local.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let accepted = tokio::select! {
+            biased;
+            _ = stop => return,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // EMFILE/ENFILE: the reserve was eaten by something else.
+                // Back off instead of spinning on a full queue.
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                continue;
+            }
+        };
+        let st = &shared.state;
+        if st.active.fetch_add(1, Ordering::SeqCst) >= shared.ceiling {
+            st.active.fetch_sub(1, Ordering::SeqCst);
+            st.refused.fetch_add(1, Ordering::Relaxed);
+            let (reason, line) = shared.refusal();
+            if let Some(tm) = &shared.tm {
+                tm.refused(reason);
+            }
+            refuse(stream, &line);
+            continue;
+        }
+        if let Some(tm) = &shared.tm {
+            tm.accepted.inc();
+            tm.active.inc();
+        }
+        let _ = stream.set_nodelay(true);
+        local.conns.fetch_add(1, Ordering::SeqCst);
+        let (shared, local) = (shared.clone(), local.clone());
+        tokio::spawn(async move {
+            let _guard = ConnGuard {
+                shared: &shared,
+                local: &local,
+            };
+            connection(stream, &shared, &local).await;
+        });
+    }
+}
+
+/// One error line naming the limit, then close at once. The send buffer of
+/// a fresh socket is empty, so the line goes out in one non-blocking write;
+/// input that already arrived is read away so the close is a FIN, not a RST.
+fn refuse(stream: TcpStream, line: &[u8]) {
+    let _ = stream.try_write(line);
+    let mut sink = [0u8; 512];
+    while let Ok(n) = stream.try_read(&mut sink) {
+        if n == 0 {
+            break;
+        }
+    }
+    drop(stream);
+}
+
+struct ConnGuard<'a> {
+    shared: &'a Shared,
+    local: &'a Local,
+}
+
+impl Drop for ConnGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.state.active.fetch_sub(1, Ordering::SeqCst);
+        if let Some(tm) = &self.shared.tm {
+            tm.active.dec();
+        }
+        if self.local.conns.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.local.idle.notify_waiters();
+        }
+    }
+}
+
+thread_local! {
+    /// Reads land here first; only a partial line is copied per connection.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; 64 * 1024]);
+}
+
+enum ReadOutcome {
+    Progress,
+    Eof,
+    Close,
+    Oversize,
+    Error,
+}
+
+/// Reads what is available (bounded per turn) and handles every complete line.
+fn read_available(
+    stream: &TcpStream,
+    framer: &mut Framer,
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    shared: &Shared,
+) -> ReadOutcome {
+    SCRATCH.with(|b| {
+        let mut buf = b.borrow_mut();
+        let mut total = 0usize;
+        loop {
+            match stream.try_read(&mut buf) {
+                Ok(0) => return ReadOutcome::Eof,
+                Ok(n) => {
+                    total += n;
+                    if let Some(tm) = &shared.tm {
+                        tm.received.inc_by(n as u64);
+                    }
+                    let mut close = false;
+                    let r = framer.push(&buf[..n], shared.limits.max_message_bytes, |line| {
+                        if session.handle(line, out) == Flow::Close {
+                            close = true;
+                        }
+                        !close
+                    });
+                    if r == Err(Oversize) {
+                        return ReadOutcome::Oversize;
+                    }
+                    if close {
+                        return ReadOutcome::Close;
+                    }
+                    if total >= 256 * 1024
+                        || !session.can_accept()
+                        || out.len() >= shared.limits.out_high_water
+                    {
+                        return ReadOutcome::Progress;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Progress,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Error,
+            }
+        }
+    })
+}
+
+/// Writes as much of `out` as the socket takes now.
+fn flush(stream: &TcpStream, out: &mut Vec<u8>, shared: &Shared) -> io::Result<()> {
+    let mut off = 0;
+    while off < out.len() {
+        match stream.try_write(&out[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    if let Some(tm) = &shared.tm {
+        tm.sent.inc_by(off as u64);
+    }
+    if off == out.len() {
+        out.clear();
+        if out.capacity() > 64 * 1024 {
+            *out = Vec::new();
+        }
+    } else {
+        out.drain(..off);
+    }
+    Ok(())
+}
+
+fn limit_error(out: &mut Vec<u8>, shared: &Shared, limit: &str, max: u64, message: &str) {
+    if let Some(tm) = &shared.tm {
+        tm.error(jsonrpc::LIMIT_REACHED);
+    }
+    jsonrpc::write_error(
+        out,
+        None,
+        jsonrpc::LIMIT_REACHED,
+        message,
+        Some(&json!({"limit": limit, "max": max})),
+    );
+}
+
+async fn connection(stream: TcpStream, shared: &Shared, local: &Local) {
+    let lim = &shared.limits;
+    let mut session = Session::new(shared.engine.clone(), Transport::Tcp);
+    let mut framer = Framer::default();
+    let mut out: Vec<u8> = Vec::new();
+    let mut last_read = Instant::now();
+    let mut partial_since: Option<Instant> = None;
+    let mut stalled_since: Option<Instant> = None;
+    let mut draining = false;
+    let mut eof = false;
+    let mut closing = false;
+    let timer = tokio::time::sleep(lim.idle_timeout);
+    tokio::pin!(timer);
+
+    loop {
+        if (closing || eof || draining) && out.is_empty() && session.in_flight() == 0 {
+            break;
+        }
+        let stop = local.notify.notified();
+        if !draining && local.stopping.load(Ordering::SeqCst) {
+            draining = true;
+            // Requests the client sent before the stop are served too.
+            if !closing && !eof {
+                match read_available(&stream, &mut framer, &mut session, &mut out, shared) {
+                    ReadOutcome::Progress => {}
+                    _ => closing = true,
+                }
+            }
+            continue;
+        }
+        let want_read =
+            !draining && !closing && !eof && session.can_accept() && out.len() < lim.out_high_water;
+        tokio::select! {
+            biased;
+            _ = stop, if !draining => continue,
+            ev = session.next_event(), if session.has_pending() && !closing => session.on_event(ev, &mut out),
+            r = stream.readable(), if want_read => {
+                if r.is_err() {
+                    break;
+                }
+                match read_available(&stream, &mut framer, &mut session, &mut out, shared) {
+                    ReadOutcome::Progress => {}
+                    ReadOutcome::Eof => eof = true,
+                    ReadOutcome::Close => closing = true,
+                    ReadOutcome::Error => break,
+                    ReadOutcome::Oversize => {
+                        let max = lim.max_message_bytes as u64;
+                        limit_error(&mut out, shared, "max-message-bytes", max,
+                            &format!("message exceeds max-message-bytes ({max}); closing"));
+                        closing = true;
+                    }
+                }
+                last_read = Instant::now();
+                partial_since = match (framer.has_partial(), partial_since) {
+                    (true, None) => Some(last_read),
+                    (true, s) => s,
+                    (false, _) => None,
+                };
+            }
+            r = stream.writable(), if !out.is_empty() => {
+                if r.is_err() {
+                    break;
+                }
+            }
+            () = &mut timer => {
+                let now = Instant::now();
+                if stalled_since.is_some_and(|t| now - t >= lim.write_timeout) {
+                    // The client does not read: no point writing an error it won't read.
+                    break;
+                }
+                if partial_since.is_some_and(|t| now - t >= lim.line_timeout) {
+                    let max = lim.line_timeout.as_secs();
+                    limit_error(&mut out, shared, "line-timeout", max,
+                        &format!("incomplete message for {max}s (line timeout); closing"));
+                    closing = true;
+                    session.abort_all();
+                } else if session.in_flight() == 0 && out.is_empty() && now - last_read >= lim.idle_timeout {
+                    let max = lim.idle_timeout.as_secs();
+                    limit_error(&mut out, shared, "idle-timeout", max,
+                        &format!("no message for {max}s (idle timeout); closing"));
+                    closing = true;
+                }
+            }
+        }
+        if !out.is_empty() && flush(&stream, &mut out, shared).is_err() {
+            break;
+        }
+        stalled_since = match (out.is_empty(), stalled_since) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, s) => s,
+        };
+        // Earliest deadline among idle, slow line and stalled write; the
+        // timer only moves when a new one comes first or it fired.
+        let mut next = last_read + lim.idle_timeout;
+        if let Some(t) = partial_since {
+            next = next.min(t + lim.line_timeout);
+        }
+        if let Some(t) = stalled_since {
+            next = next.min(t + lim.write_timeout);
+        }
+        let next = tokio::time::Instant::from_std(next);
+        if next < timer.deadline() || timer.is_elapsed() {
+            timer.as_mut().reset(next);
+        }
+    }
+    session.abort_all();
+}
+
+/// Builds the metrics-labelled transport handle for tests and benches.
+pub fn transport_metrics(m: &Metrics) -> Arc<TransportMetrics> {
+    m.transport(Transport::Tcp)
+}

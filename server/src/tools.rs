@@ -1,0 +1,321 @@
+//! headroom's own tools, resources and prompt: what `headroom serve` offers
+//! an agent. Test fixtures for the conformance suite live elsewhere
+//! (`headroom-conformance`), never here.
+
+use crate::capacity;
+use crate::registry::{Args, Registry, RpcError, ToolFuture, ToolOutput};
+use headroom_core::{Listener, SCHEMA_VERSION};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Live numbers the tools report, owned by the transports.
+#[derive(Debug, Default)]
+pub struct ServerState {
+    /// Connections (sessions) open now, over every transport.
+    pub active: AtomicU64,
+    /// The connection ceiling (min of --max-connections and fd capacity).
+    pub ceiling: AtomicU64,
+    /// Connections refused since start.
+    pub refused: AtomicU64,
+}
+
+/// A shipped preflight profile: its name and YAML text.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: String,
+    pub yaml: String,
+}
+
+pub const CAPACITY_URI: &str = "headroom://capacity";
+
+/// The capacity document (tool result and resource body).
+pub fn capacity_document(state: &ServerState) -> Value {
+    let active = state.active.load(Ordering::Relaxed);
+    let (snap, prediction) = capacity::capacity(active);
+    json!({
+        "schema_version": SCHEMA_VERSION,
+        "server": {
+            "connections": active,
+            "max_connections": state.ceiling.load(Ordering::Relaxed),
+            "refused": state.refused.load(Ordering::Relaxed),
+        },
+        "prediction": prediction,
+        "snapshot": snap,
+    })
+}
+
+/// Listening TCP sockets of the host's (namespace's) /proc/net/tcp{,6}.
+pub fn listeners(port: Option<u16>) -> Vec<Listener> {
+    let mut out = Vec::new();
+    for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 10 || f[3] != "0A" {
+                continue;
+            }
+            let Some((addr_hex, port_hex)) = f[1].split_once(':') else {
+                continue;
+            };
+            let Ok(p) = u16::from_str_radix(port_hex, 16) else {
+                continue;
+            };
+            if port.is_some_and(|want| want != p) {
+                continue;
+            }
+            let Some((tx, rx)) = f[4].split_once(':') else {
+                continue;
+            };
+            let depth = u64::from_str_radix(rx, 16).unwrap_or(0);
+            let limit = u64::from_str_radix(tx, 16).unwrap_or(0);
+            let address = format_addr(addr_hex, v6, p);
+            out.push(Listener {
+                address,
+                port: p,
+                accept_queue_depth: depth,
+                accept_queue_limit: limit,
+                accept_queue_peak: depth,
+                queue_full_events: None,
+                inode: f[9].parse().unwrap_or(0),
+            });
+        }
+    }
+    out
+}
+
+fn format_addr(hex: &str, v6: bool, port: u16) -> String {
+    let bytes: Vec<u8> = (0..hex.len() / 2)
+        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
+        .collect();
+    if !v6 && bytes.len() == 4 {
+        // /proc prints the address as a host-order u32.
+        format!("{}.{}.{}.{}:{port}", bytes[3], bytes[2], bytes[1], bytes[0])
+    } else if bytes.len() == 16 {
+        let mut b = [0u8; 16];
+        for (i, chunk) in bytes.chunks(4).enumerate() {
+            for j in 0..4 {
+                b[i * 4 + j] = chunk[3 - j];
+            }
+        }
+        format!("[{}]:{port}", std::net::Ipv6Addr::from(b))
+    } else {
+        format!("?:{port}")
+    }
+}
+
+/// The registry `headroom serve` offers.
+pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
+    let mut reg = Registry::default();
+    let profiles = Arc::new(profiles);
+
+    let st = state.clone();
+    reg.tool(
+        json!({
+            "name": "host_capacity",
+            "title": "Host capacity",
+            "description": "Capacity snapshot and prediction for this server process: every limit (nofile, file-max, memory, ...), which one binds first, and how many more connections fit.",
+            "inputSchema": {"type": "object", "properties": {}},
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "schema_version": {"type": "integer"},
+                    "server": {"type": "object"},
+                    "prediction": {"type": "object"},
+                    "snapshot": {"type": "object"}
+                },
+                "required": ["schema_version", "server", "prediction", "snapshot"]
+            },
+            "annotations": {"readOnlyHint": true, "openWorldHint": false}
+        }),
+        move |_args, _ctx| Ok(ToolOutput::structured(capacity_document(&st))),
+    );
+
+    reg.tool(
+        json!({
+            "name": "listeners",
+            "title": "Listening sockets",
+            "description": "Listening TCP sockets in this network namespace with their accept queue depth and limit; optionally one port.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"port": {"type": "integer", "minimum": 1, "maximum": 65535}}
+            },
+            "outputSchema": {
+                "type": "object",
+                "properties": {"listeners": {"type": "array"}},
+                "required": ["listeners"]
+            },
+            "annotations": {"readOnlyHint": true, "openWorldHint": false}
+        }),
+        |args, _ctx| {
+            let port = match args.get("port") {
+                None | Some(Value::Null) => None,
+                Some(v) => match v.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0) {
+                    Some(p) => Some(p),
+                    None => return Ok(ToolOutput::error("port must be an integer between 1 and 65535")),
+                },
+            };
+            Ok(ToolOutput::structured(json!({"listeners": listeners(port)})))
+        },
+    );
+
+    let names: Vec<String> = profiles.iter().map(|p| p.name.clone()).collect();
+    let mut profile_schema = json!({"type": "string", "description": "profile name"});
+    if !names.is_empty() {
+        profile_schema["enum"] = json!(names);
+    }
+    reg.tool(
+        json!({
+            "name": "preflight_check",
+            "title": "Preflight check",
+            "description": "Read-only check of this host against a named limits profile (never changes anything).",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"profile": profile_schema},
+                "required": ["profile"]
+            },
+            "annotations": {"readOnlyHint": true, "openWorldHint": false}
+        }),
+        {
+            let profiles = profiles.clone();
+            move |args, _ctx| {
+                if profiles.is_empty() {
+                    return Ok(ToolOutput::error("no profiles available"));
+                }
+                let Some(name) = args.get("profile").and_then(Value::as_str) else {
+                    return Ok(ToolOutput::error("profile (a string) is required"));
+                };
+                if !profiles.iter().any(|p| p.name == name) {
+                    return Ok(ToolOutput::error(format!("unknown profile: {name}")));
+                }
+                // The preflight library (headroom-preflight) is not on main yet.
+                Ok(ToolOutput::error("no profiles available: the preflight checker is not built into this server yet"))
+            }
+        },
+    );
+
+    reg.tool_with(
+        json!({
+            "name": "echo",
+            "title": "Echo",
+            "description": "Returns its message. With delay_ms it answers later and, when the request has a progressToken, reports progress in `steps` steps (for load and cancellation tests).",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string"},
+                    "delay_ms": {"type": "integer", "minimum": 0, "maximum": 60000},
+                    "steps": {"type": "integer", "minimum": 1, "maximum": 100}
+                },
+                "required": ["message"]
+            },
+            "annotations": {"readOnlyHint": true, "openWorldHint": false}
+        }),
+        |args: Args, ctx| {
+            let message = match args.get("message") {
+                Some(Value::String(s)) => s.clone(),
+                _ => return ToolFuture::Ready(Ok(ToolOutput::error("message (a string) is required"))),
+            };
+            let delay = args.get("delay_ms").and_then(Value::as_u64).unwrap_or(0).min(60_000);
+            if delay == 0 {
+                return ToolFuture::Ready(Ok(ToolOutput::text(message)));
+            }
+            let steps = args.get("steps").and_then(Value::as_u64).unwrap_or(1).clamp(1, 100);
+            ToolFuture::Pending(Box::pin(async move {
+                for i in 1..=steps {
+                    tokio::time::sleep(Duration::from_millis(delay / steps)).await;
+                    ctx.progress(i as f64, Some(steps as f64), Some(format!("step {i} of {steps}")));
+                }
+                Ok(ToolOutput::text(message))
+            }))
+        },
+    );
+
+    let st = state.clone();
+    reg.resource(
+        json!({
+            "uri": CAPACITY_URI,
+            "name": "capacity",
+            "title": "Capacity of this server",
+            "description": "Snapshot and prediction for this server process (JSON); subscribe to hear when the binding limit or the predicted maximum changes.",
+            "mimeType": "application/json"
+        }),
+        move |uri| {
+            Ok(vec![json!({
+                "uri": uri,
+                "mimeType": "application/json",
+                "text": capacity_document(&st).to_string(),
+            })])
+        },
+    );
+    for p in profiles.iter() {
+        let yaml = p.yaml.clone();
+        reg.resource(
+            json!({
+                "uri": format!("headroom://profile/{}", p.name),
+                "name": format!("profile {}", p.name),
+                "description": format!("The shipped preflight profile {}", p.name),
+                "mimeType": "application/yaml"
+            }),
+            move |uri| {
+                Ok(vec![
+                    json!({"uri": uri, "mimeType": "application/yaml", "text": yaml}),
+                ])
+            },
+        );
+    }
+
+    let st = state;
+    let prompt_profiles = profiles.clone();
+    let prompt = reg.prompt(
+        json!({
+            "name": "diagnose_capacity",
+            "title": "Diagnose capacity",
+            "description": "Ask the model which limit will stop this server first and how to push it back.",
+            "arguments": [{"name": "profile", "description": "a profile to compare against", "required": false}]
+        }),
+        move |args| {
+            let doc = capacity_document(&st);
+            let mut text = format!(
+                "Here is the capacity snapshot and prediction of an MCP server process (JSON):\n{doc}\n\nWhich limit binds first, how many more connections fit, and what should the operator change?"
+            );
+            if let Some(p) = args.get("profile").and_then(Value::as_str) {
+                if !prompt_profiles.iter().any(|x| x.name == p) {
+                    return Err(RpcError::invalid_params(format!("unknown profile: {p}")));
+                }
+                text.push_str(&format!(" Compare with the preflight profile {p} (resource headroom://profile/{p})."));
+            }
+            Ok(json!({
+                "description": "Diagnose the capacity of this server",
+                "messages": [{"role": "user", "content": {"type": "text", "text": text}}]
+            }))
+        },
+    );
+    prompt.complete = Some(Box::new(move |arg, prefix| {
+        if arg != "profile" {
+            return Vec::new();
+        }
+        profiles
+            .iter()
+            .filter(|p| p.name.starts_with(prefix))
+            .map(|p| p.name.clone())
+            .collect()
+    }));
+    reg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_proc_addresses() {
+        assert_eq!(format_addr("0100007F", false, 80), "127.0.0.1:80");
+        assert_eq!(
+            format_addr("00000000000000000000000001000000", true, 8808),
+            "[::1]:8808"
+        );
+    }
+}
