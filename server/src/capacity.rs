@@ -1,9 +1,8 @@
 //! The capacity snapshot of this server process, for the `host_capacity`
 //! tool, the `headroom://capacity` resource and the connection ceiling.
 //!
-//! Reads the minimum straight from /proc and getrlimit; the probe crate's
-//! snapshot API replaces this reader once it lands on main (one function to
-//! swap: [`snapshot_self`]).
+//! The probe's poll source takes the snapshot; if it fails (a /proc that
+//! hides things), a minimal reader of getrlimit and /proc stands in.
 
 use headroom_core::{predict, ModelConfig, Prediction, ProcessInfo, Snapshot, SystemLimits};
 use std::fs;
@@ -61,6 +60,23 @@ fn rss_bytes() -> u64 {
 /// This process and its host as a [`Snapshot`]; `connections` is what the
 /// server counts (it knows better than a socket scan).
 pub fn snapshot_self(connections: u64) -> Snapshot {
+    match headroom_probe::snapshot(&headroom_probe::Target::Pid(std::process::id())) {
+        Ok(mut snap) => {
+            if let Some(p) = snap.processes.first_mut() {
+                p.connections = connections;
+            }
+            snap
+        }
+        Err(e) => {
+            let mut snap = minimal_snapshot(connections);
+            snap.source_note = Some(format!("probe failed ({e}); minimal /proc reading"));
+            snap
+        }
+    }
+}
+
+/// The fallback: getrlimit and a few /proc files.
+pub fn minimal_snapshot(connections: u64) -> Snapshot {
     let (soft, hard) = nofile();
     let fds = open_fds();
     let file_nr = fs::read_to_string("/proc/sys/fs/file-nr").unwrap_or_default();

@@ -56,6 +56,6 @@ pub use registry::{
 };
 pub mod exporter;
 pub mod framing;
+pub mod http;
 pub mod stdio;
 pub mod tcp;
-pub mod http;

@@ -21,11 +21,43 @@ pub struct ServerState {
     pub refused: AtomicU64,
 }
 
-/// A shipped preflight profile: its name and YAML text.
+/// A preflight profile offered as a resource and to `preflight_check`.
 #[derive(Debug, Clone)]
 pub struct Profile {
     pub name: String,
-    pub yaml: String,
+    pub profile: headroom_preflight::Profile,
+}
+
+/// Every profile `loader` finds (files, then the ones built in), resolved.
+/// A profile that does not load is skipped with a line on stderr.
+pub fn load_profiles(loader: &headroom_preflight::Loader) -> Vec<Profile> {
+    let mut v = Vec::new();
+    for name in loader.available() {
+        match loader.load(&name) {
+            Ok(profile) => v.push(Profile { name, profile }),
+            Err(e) => eprintln!("headroom serve: profile {name} skipped: {e}"),
+        }
+    }
+    v
+}
+
+/// `preflight check` against this process and host, read-only.
+fn preflight_report(
+    profile: &headroom_preflight::Profile,
+    connections: u64,
+) -> Result<headroom_preflight::Report, String> {
+    use headroom_preflight as pf;
+    let root = pf::Root::system();
+    let mut readings = pf::read(&root, None, profile.sysctls.keys().map(String::as_str))
+        .map_err(|e| e.to_string())?;
+    if let Ok(mut snap) = headroom_probe::snapshot(&headroom_probe::Target::Pid(std::process::id()))
+    {
+        if let Some(p) = snap.processes.first_mut() {
+            p.connections = connections;
+        }
+        readings.snapshot = snap;
+    }
+    Ok(pf::check(profile, &readings))
 }
 
 pub const CAPACITY_URI: &str = "headroom://capacity";
@@ -181,6 +213,7 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
         }),
         {
             let profiles = profiles.clone();
+            let st = state.clone();
             move |args, _ctx| {
                 if profiles.is_empty() {
                     return Ok(ToolOutput::error("no profiles available"));
@@ -188,11 +221,18 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
                 let Some(name) = args.get("profile").and_then(Value::as_str) else {
                     return Ok(ToolOutput::error("profile (a string) is required"));
                 };
-                if !profiles.iter().any(|p| p.name == name) {
-                    return Ok(ToolOutput::error(format!("unknown profile: {name}")));
+                let Some(p) = profiles.iter().find(|p| p.name == name) else {
+                    let names: Vec<&str> = profiles.iter().map(|p| p.name.as_str()).collect();
+                    return Ok(ToolOutput::error(format!("unknown profile {name}; available: {}", names.join(", "))));
+                };
+                match preflight_report(&p.profile, st.active.load(Ordering::Relaxed)) {
+                    Ok(report) => {
+                        let mut out = ToolOutput::structured(serde_json::to_value(&report).unwrap_or_default());
+                        out.content = vec![json!({"type": "text", "text": headroom_preflight::check::render(&report)})];
+                        Ok(out)
+                    }
+                    Err(e) => Ok(ToolOutput::error(format!("preflight check failed: {e}"))),
                 }
-                // The preflight library (headroom-preflight) is not on main yet.
-                Ok(ToolOutput::error("no profiles available: the preflight checker is not built into this server yet"))
             }
         },
     );
@@ -251,17 +291,18 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
         },
     );
     for p in profiles.iter() {
-        let yaml = p.yaml.clone();
+        // The profile with its `extends` chain resolved, as JSON.
+        let text = serde_json::to_string_pretty(&p.profile).unwrap_or_default();
         reg.resource(
             json!({
                 "uri": format!("headroom://profile/{}", p.name),
                 "name": format!("profile {}", p.name),
-                "description": format!("The shipped preflight profile {}", p.name),
-                "mimeType": "application/yaml"
+                "description": format!("Preflight profile {}: {}", p.name, p.profile.description),
+                "mimeType": "application/json"
             }),
             move |uri| {
                 Ok(vec![
-                    json!({"uri": uri, "mimeType": "application/yaml", "text": yaml}),
+                    json!({"uri": uri, "mimeType": "application/json", "text": text}),
                 ])
             },
         );

@@ -4,7 +4,7 @@
 use super::CmdResult;
 use anyhow::{bail, Context};
 use headroom_server::tcp::{Layout, Limits, TcpServer};
-use headroom_server::tools::{self, Profile, ServerState, CAPACITY_URI};
+use headroom_server::tools::{self, ServerState, CAPACITY_URI};
 use headroom_server::{Engine, EngineConfig, Metrics};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -55,7 +55,7 @@ pub struct Args {
     /// Runtime layout: `per-core` (measured faster here) or `multi` (one multi-thread runtime, for comparison).
     #[arg(long, default_value = "per-core", value_parser = ["per-core", "multi"])]
     pub runtime: String,
-    /// Directory of preflight profiles (*.yaml) to offer as resources.
+    /// Directory of preflight profiles (*.yaml) to offer as resources, searched before the usual places and the built-in ones.
     #[arg(long)]
     pub profiles: Option<PathBuf>,
     /// Print the listening addresses and limits as one JSON line on stdout once serving (TCP only).
@@ -64,30 +64,6 @@ pub struct Args {
     /// Entries per page of tools/list, resources/list and prompts/list.
     #[arg(long, default_value_t = 50, hide = true)]
     pub page_size: usize,
-}
-
-fn load_profiles(dir: Option<&PathBuf>) -> anyhow::Result<Vec<Profile>> {
-    let Some(dir) = dir else {
-        return Ok(Vec::new());
-    };
-    let mut v = Vec::new();
-    for e in std::fs::read_dir(dir)
-        .with_context(|| format!("reading profiles from {}", dir.display()))?
-    {
-        let path = e?.path();
-        if path.extension().and_then(|x| x.to_str()) == Some("yaml") {
-            let name = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let yaml = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            v.push(Profile { name, yaml });
-        }
-    }
-    v.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(v)
 }
 
 fn read_token(path: &PathBuf) -> anyhow::Result<String> {
@@ -108,7 +84,11 @@ pub fn run(args: Args) -> CmdResult {
         bail!("--max-in-flight must be at least 1");
     }
     let token = args.token_file.as_ref().map(read_token).transpose()?;
-    let profiles = load_profiles(args.profiles.as_ref())?;
+    let mut loader = headroom_preflight::Loader::default();
+    if let Some(d) = &args.profiles {
+        loader.dirs.insert(0, d.clone());
+    }
+    let profiles = tools::load_profiles(&loader);
     let metrics = Metrics::new();
     let state = Arc::new(ServerState::default());
     let registry = tools::registry(state.clone(), profiles);
