@@ -36,7 +36,9 @@ fi
 # systemd, above) checks the shipped units even where PID 1 is not systemd.
 if ! command -v cargo-deb >/dev/null 2>&1; then
   log "cargo install cargo-deb (about 1 minute)"
-  cargo install --locked cargo-deb >/dev/null
+  # Pinned: tests/fleet_deb.rs packages the test build (--profile dev), which
+  # cargo-deb warns it may refuse in a later major version.
+  cargo install --locked cargo-deb --version 3.8.0 >/dev/null
 fi
 
 # Python clients for interop tests: the official MCP SDK (2.x) in a venv that
