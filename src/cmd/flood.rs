@@ -4,7 +4,9 @@
 
 use super::{CmdResult, EXIT_ERROR};
 use anyhow::Context;
-use headroom_flood::{FloodReport, Mode, Plan};
+use headroom_core::{ModelConfig, Prediction};
+use headroom_flood::{FloodReport, Mode, Plan, PredictionCheck};
+use headroom_probe::Target;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -107,9 +109,13 @@ pub fn run(args: Args) -> CmdResult {
     }
     .resolve()?;
 
+    // The model's word comes first: a prediction taken before the flood,
+    // from the idle server, is a prediction and not a measurement.
+    let prediction = predict_target(args.pid, args.port)?;
+
     let exe =
         std::env::current_exe().context("cannot find our own executable for worker processes")?;
-    let report = headroom_flood::run(
+    let mut report = headroom_flood::run(
         &plan,
         |spec| {
             let mut c = std::process::Command::new(&exe);
@@ -118,7 +124,36 @@ pub fn run(args: Args) -> CmdResult {
         },
         |_| {},
     )?;
+    if let Some(p) = prediction {
+        let measured = report.measured();
+        report.prediction = Some(PredictionCheck {
+            predicted_max_connections: p.predicted_max_connections,
+            binding: p.binding.clone(),
+            explanation: p
+                .binding_constraint()
+                .map(|c| c.explanation.clone())
+                .unwrap_or_default(),
+            measured,
+            ratio: if p.predicted_max_connections > 0 {
+                measured as f64 / p.predicted_max_connections as f64
+            } else {
+                0.0
+            },
+        });
+    }
     print(&report, args.json)
+}
+
+/// The capacity model's prediction for the server at `pid` or on `port`.
+fn predict_target(pid: Option<u32>, port: Option<u16>) -> anyhow::Result<Option<Prediction>> {
+    let target = match (pid, port) {
+        (Some(pid), _) => Target::Pid(pid),
+        (None, Some(port)) => Target::Port(port),
+        (None, None) => return Ok(None),
+    };
+    let snap = headroom_probe::snapshot(&target)
+        .with_context(|| format!("reading the limits of {target} for the prediction"))?;
+    Ok(Some(headroom_core::predict(&snap, &ModelConfig::default())))
 }
 
 fn print(report: &FloodReport, json: bool) -> CmdResult {
