@@ -192,6 +192,26 @@ pub fn plan(
         )));
     }
     let unit = opts.unit.as_deref().map(valid_unit).transpose()?;
+    // A typo in --only/--skip must not silently select nothing.
+    let names: Vec<&str> = profile
+        .sysctls
+        .keys()
+        .map(String::as_str)
+        .chain(profile.nofile.as_ref().map(|_| "nofile"))
+        .collect();
+    for (flag, sel) in [("--only", &opts.only), ("--skip", &opts.skip)] {
+        if let Some(p) = sel
+            .patterns()
+            .iter()
+            .find(|p| !names.iter().any(|n| Selector::one(p, n)))
+        {
+            return Err(Error::Usage(format!(
+                "{flag} {p}: profile {} has no such setting ({})",
+                profile.name,
+                names.join(", ")
+            )));
+        }
+    }
     let netns = r.snapshot.netns.clone();
     let mut p = Plan {
         profile: profile.name.clone(),
@@ -252,7 +272,8 @@ pub fn plan(
             let init = std::fs::read_link(root.proc("1/ns/net"))
                 .map(|l| l.to_string_lossy().into_owned())
                 .ok();
-            if init.as_deref() != Some(netns.as_str()) {
+            // Unknown (no access to pid 1) is not "different": say nothing.
+            if init.is_some_and(|i| i != netns) {
                 p.notes.push(format!(
                     "net.* values were written in {netns}; {SYSCTL_FILE} is read at boot in the initial namespace"
                 ));
@@ -879,6 +900,15 @@ mod tests {
             .iter()
             .all(|c| c.key.starts_with("net.") && c.key != "net.ipv4.tcp_tw_reuse"));
         assert_eq!(p.files.len(), 1, "sysctl.d only: nofile not selected");
+        let typo = ApplyOptions {
+            only: Selector::new(&["nett".into()]),
+            ..Default::default()
+        };
+        let err = plan(&prof, &root, &r, &typo).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--only nett: profile c100k has no such setting"),
+            "{err}"
+        );
         let err = plan(&builtin("baseline"), &root, &r, &ApplyOptions::default()).unwrap_err();
         assert!(err.to_string().contains("observe-only"));
         let bad = ApplyOptions {

@@ -152,7 +152,11 @@ impl Selector {
         Selector(patterns.to_vec())
     }
 
-    fn one(pattern: &str, name: &str) -> bool {
+    pub fn patterns(&self) -> &[String] {
+        &self.0
+    }
+
+    pub(crate) fn one(pattern: &str, name: &str) -> bool {
         let p = pattern.trim_end_matches('.');
         name == p
             || name

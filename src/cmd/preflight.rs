@@ -7,6 +7,21 @@ use headroom_preflight::{self as pf, Loader, RollbackOutcome, Root, Selector};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Prints to stdout; a closed pipe (`| head`) ends the output quietly
+/// instead of panicking.
+fn emit(s: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
+}
+
+macro_rules! out {
+    ($($t:tt)*) => { emit(&format!($($t)*)) };
+}
+
+macro_rules! outln {
+    ($($t:tt)*) => { emit(&(format!($($t)*) + "\n")) };
+}
+
 const PROFILES_HELP: &str = "Profiles: a path, or a name looked up in ./profiles, /etc/headroom/profiles, /usr/share/headroom/profiles, then the built-in baseline, c10k, c100k, c1m.";
 
 #[derive(clap::Args)]
@@ -119,9 +134,9 @@ fn check(a: CheckArgs) -> CmdResult {
     let mut report = pf::check(&profile, &readings);
     report.ignore(&a.ignore)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{}", pf::check::render(&report));
+        outln!("{}", pf::check::render(&report));
     }
     Ok(ExitCode::from(report.exit_code()))
 }
@@ -148,16 +163,16 @@ fn apply(a: ApplyArgs) -> CmdResult {
             "plan": plan,
             "applied": done,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    print!("{}", plan.render());
+    out!("{}", plan.render());
     match done {
-        None if plan.is_empty() => println!("nothing to change"),
-        None => println!("dry run: nothing written; run again with --yes to apply"),
+        None if plan.is_empty() => outln!("nothing to change"),
+        None => outln!("dry run: nothing written; run again with --yes to apply"),
         Some(d) => match d.state_file {
-            None => println!("nothing to change"),
-            Some(state) => println!(
+            None => outln!("nothing to change"),
+            Some(state) => outln!(
                 "applied {} sysctl(s) and {} file(s); previous values in {state}; undo with `headroom preflight rollback`",
                 d.sysctls,
                 d.files.len()
@@ -171,11 +186,11 @@ fn rollback(a: RollbackArgs) -> CmdResult {
     let root = root_for(a.root);
     let outcome = pf::rollback(&root)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(ExitCode::SUCCESS);
     }
     match outcome {
-        RollbackOutcome::Nothing => println!("nothing to roll back"),
+        RollbackOutcome::Nothing => outln!("nothing to roll back"),
         RollbackOutcome::Restored {
             profile,
             sysctls,
@@ -183,18 +198,18 @@ fn rollback(a: RollbackArgs) -> CmdResult {
             files_restored,
             notes,
         } => {
-            println!("rolled back {profile}:");
+            outln!("rolled back {profile}:");
             for (k, v) in &sysctls {
-                println!("  {k} = {v}");
+                outln!("  {k} = {v}");
             }
             for f in &files_removed {
-                println!("  - {f}");
+                outln!("  - {f}");
             }
             for f in &files_restored {
-                println!("  ~ {f} (previous contents)");
+                outln!("  ~ {f} (previous contents)");
             }
             for n in &notes {
-                println!("  note: {n}");
+                outln!("  note: {n}");
             }
         }
     }
