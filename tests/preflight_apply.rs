@@ -267,3 +267,35 @@ fn observe_only_and_bad_unit_are_refused_without_writes() {
     assert_eq!(ns_values(&ns), before);
     assert!(std::fs::read_dir(Path::new(root)).unwrap().next().is_none());
 }
+
+/// A container's read-only /proc/sys: a private mount namespace with /proc/sys
+/// remounted read-only, in a fresh net namespace (`unshare --mount --net`;
+/// private propagation, so nothing leaks to the host's mounts).
+#[test]
+fn read_only_proc_sys_fails_cleanly_naming_the_key() {
+    if !require_root("read_only_proc_sys_fails_cleanly_naming_the_key") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let script = format!(
+        "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && exec {} preflight apply --profile c100k --only net --yes --root {}",
+        headroom_bin().display(),
+        tmp.path().display()
+    );
+    let host_before = host_values();
+    let o = util::run(
+        std::process::Command::new("unshare").args(["--mount", "--net", "sh", "-c", &script]),
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("net.core.somaxconn: cannot write \"65535\" to /proc/sys/net/core/somaxconn: Read-only file system"),
+        "{}",
+        text(&o)
+    );
+    assert!(err.contains("nothing changed"), "{}", text(&o));
+    // The state file was written first, then removed with the failed apply.
+    assert!(!tmp.path().join("var/lib/headroom/rollback.json").exists());
+    assert!(!tmp.path().join("etc").exists());
+    assert_eq!(host_values(), host_before);
+}
