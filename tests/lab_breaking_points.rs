@@ -119,9 +119,83 @@ fn lab_backlog_bound() {
     );
 
     // Never accepted, the reset connections still fill the queue: the probe
-    // sees the limit the model predicts and the depth the flood reached.
-    let (probe_limit, probe_depth) = lab::probe_listener(&ns, port);
+    // (`headroom status --port`) sees the limit the model predicts and the
+    // depth the flood reached. (Its ListenOverflows come from the owning
+    // process's namespace, here the test's own, so they are read above.)
+    let (probe_limit, probe_peak) = lab::probe_listener(&ns, port);
     assert_eq!(probe_limit, limit);
-    assert_eq!(probe_depth, capacity);
+    assert_eq!(probe_peak, capacity);
     drop(listener);
+}
+
+/// fd limit: the server under `prlimit --nofile=512`. The model, from a
+/// snapshot of the idle server, predicts the maximum; the flood measures it;
+/// every attempt past it gets the server's refusal line naming `nofile`,
+/// and the sessions it holds still answer.
+#[test]
+fn lab_fd_bound() {
+    if !require_root("lab_fd_bound") {
+        return;
+    }
+    let bin = util::headroom_bin();
+    let mut server = lab::Guard(
+        std::process::Command::new("prlimit")
+            .arg("--nofile=512")
+            .arg(&bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prlimit headroom serve"),
+    );
+    let ready = lab::wait_for_line(&mut server.0, std::time::Duration::from_secs(30), |l| {
+        l.starts_with('{')
+    });
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let target = ready["listen"].as_str().unwrap().to_string();
+    let pid = ready["pid"].as_u64().unwrap().to_string();
+
+    let r = flood(
+        None,
+        &[
+            "--target",
+            &target,
+            "--pid",
+            &pid,
+            "--mode",
+            "mcp",
+            "-n",
+            "1000",
+            "--fail-streak",
+            "100",
+            "--timeout",
+            "10s",
+        ],
+    );
+    let predicted = r["prediction"]["predicted_max_connections"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(r["prediction"]["binding"], "nofile", "{r:#}");
+    let measured = r["breaking_point"]["connections"]
+        .as_u64()
+        .expect("a breaking point");
+    assert!(
+        measured.abs_diff(predicted) * 100 <= predicted,
+        "predicted {predicted}, measured {measured}"
+    );
+    // The server's own ceiling is the measured one, and it says why.
+    assert_eq!(r["server_refusal"]["limit"], "nofile", "{r:#}");
+    assert_eq!(r["server_refusal"]["max"], measured);
+    assert_eq!(ready["max_connections"], measured);
+    // Every attempt past the wall got the refusal line, nothing else.
+    assert_eq!(r["breaking_point"]["cause"], "refused");
+    let failures = r["failures"].as_object().unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let attempted = r["attempted"].as_u64().unwrap();
+    assert_eq!(failures["refused"].as_u64().unwrap(), attempted - measured);
+    assert!(attempted - measured >= 100);
+    // The server still answers every session it holds.
+    assert_eq!(r["ping"]["sessions"], measured);
+    assert_eq!(r["ping"]["replies"], measured);
+    assert_eq!(r["dropped_later"], 0);
 }

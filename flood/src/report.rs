@@ -92,6 +92,9 @@ impl Failures {
         self.details
             .entry(f.kind)
             .or_insert_with(|| f.detail.clone());
+        if self.refusal.is_none() {
+            self.refusal = f.refusal.clone();
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -523,6 +526,10 @@ mod tests {
         assert_eq!(bp.connections, 470);
         assert_eq!(bp.cause, FailureKind::Refused);
         assert_eq!(bp.detail, "-32000: full");
+        assert_eq!(
+            r.server_refusal, None,
+            "Failure::new carries no refusal object"
+        );
         assert_eq!(r.latency.count, 470);
         assert_eq!(r.open_rate_per_second, 940.0);
         assert_eq!(r.measured(), 470);
@@ -543,6 +550,29 @@ mod tests {
         assert_eq!(r.breaking_point, None);
         assert_eq!(r.measured(), 100);
         assert!(r.render().contains("every requested connection attempted"));
+    }
+
+    #[test]
+    fn first_refusal_object_survives_merge() {
+        let mut a = worker(0, 10, StopReason::Failure, 0);
+        let refusal = RpcError {
+            code: -32000,
+            message: "full".into(),
+            limit: Some("nofile".into()),
+            max: Some(10),
+        };
+        a.failures.record(&Failure::refused(refusal.clone()));
+        let b = worker(1, 10, StopReason::Failure, 3);
+        let r = FloodReport::merge(
+            "127.0.0.1:1".parse().unwrap(),
+            Mode::Mcp,
+            1,
+            30,
+            &[b, a],
+            &[],
+        );
+        assert_eq!(r.server_refusal, Some(refusal));
+        assert_eq!(r.failures[&FailureKind::Refused], 4);
     }
 
     #[test]

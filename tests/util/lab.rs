@@ -201,14 +201,29 @@ pub fn wait_for_line(child: &mut Child, limit: Duration, pick: impl Fn(&str) -> 
     }
 }
 
-/// The accept queue of the listener on `port` inside `ns`, as sock_diag
-/// reports it: (limit, depth). Read with `ss`, which is sock_diag.
+/// What `headroom status --port PORT --json`, run inside `ns`, reports
+/// for the listener on `port`: (accept_queue_limit, accept_queue_peak).
 pub fn probe_listener(ns: &Netns, port: u16) -> (u64, u64) {
-    let out = ns.exec(&["ss", "-ltnH", &format!("sport = :{port}")]);
-    assert!(out.status.success(), "ss in {}: {out:?}", ns.name);
-    let text = String::from_utf8_lossy(&out.stdout);
-    let f: Vec<&str> = text.split_whitespace().collect();
-    // LISTEN Recv-Q Send-Q Local Peer
-    assert!(f.len() >= 3 && f[0] == "LISTEN", "ss: {text}");
-    (f[2].parse().unwrap(), f[1].parse().unwrap())
+    let bin = headroom_bin();
+    let out = ns.exec(&[
+        bin.to_str().unwrap(),
+        "status",
+        "--port",
+        &port.to_string(),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --port {port} --json: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let l = v["listeners"]
+        .as_array()
+        .and_then(|ls| ls.iter().find(|l| l["port"] == port))
+        .unwrap_or_else(|| panic!("no listener on {port} in {v:#}"));
+    (
+        l["accept_queue_limit"].as_u64().unwrap(),
+        l["accept_queue_peak"].as_u64().unwrap(),
+    )
 }
