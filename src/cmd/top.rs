@@ -1,10 +1,76 @@
-//! `headroom top`: not built yet; see the open issue for it.
+//! `headroom top`: the live dashboard. The dashboard itself lives in the
+//! headroom-tui crate; this file picks the source of samples.
 
 use super::CmdResult;
+use anyhow::Context;
+use headroom_tui::{fixture, remote::RemoteSource, Config, RunOptions, Source};
+use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Process to watch.
+    #[arg(long, conflicts_with_all = ["port", "source", "demo"])]
+    pub pid: Option<u32>,
+    /// Watch every process listening on this TCP port.
+    #[arg(long, conflicts_with_all = ["source", "demo"])]
+    pub port: Option<u16>,
+    /// Read a remote `headroom probe` over its Prometheus endpoint instead, e.g. http://10.0.0.5:9464/metrics.
+    #[arg(long, value_name = "URL", conflicts_with = "demo")]
+    pub source: Option<String>,
+    /// Seconds between refreshes.
+    #[arg(long, short = 'd', value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Seconds of history the connection growth rate (and so the time to limit) is measured over.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub rate_window: f64,
+    /// Replay made-up data of a server ramping up (no server, no privileges needed).
+    #[arg(long)]
+    pub demo: bool,
+}
 
-pub fn run(_args: Args) -> CmdResult {
-    anyhow::bail!("`headroom top` is not implemented yet")
+/// Checks the numeric options and turns them into the dashboard's options.
+pub fn run_options(interval: f64, rate_window: f64) -> anyhow::Result<RunOptions> {
+    if !(interval.is_finite() && (0.05..=3600.0).contains(&interval)) {
+        anyhow::bail!("--interval must be between 0.05 and 3600 seconds, got {interval}");
+    }
+    if !(rate_window.is_finite() && (1.0..=86_400.0).contains(&rate_window)) {
+        anyhow::bail!("--rate-window must be between 1 and 86400 seconds, got {rate_window}");
+    }
+    let interval = Duration::from_secs_f64(interval);
+    // Five minutes of sparkline, whatever the interval.
+    let history = (300.0 / interval.as_secs_f64()).ceil().clamp(60.0, 3000.0) as usize;
+    Ok(RunOptions {
+        interval,
+        config: Config {
+            history,
+            rate_window_ms: (rate_window * 1000.0) as u64,
+            ..Config::default()
+        },
+    })
+}
+
+pub fn run(args: Args) -> CmdResult {
+    let options = run_options(args.interval, args.rate_window)?;
+    let mut source: Box<dyn Source> = if let Some(url) = &args.source {
+        if !url.starts_with("http://") {
+            anyhow::bail!("--source must be an http:// URL of a probe's metrics, e.g. http://127.0.0.1:9464/metrics");
+        }
+        Box::new(RemoteSource::new(
+            url,
+            options.interval.max(Duration::from_secs(1)),
+        ))
+    } else if args.demo {
+        Box::new(fixture::Demo {
+            t_ms: 0,
+            connections: 1000,
+            step: 310,
+        })
+    } else {
+        anyhow::bail!(
+            "give --pid, --port, --source or --demo (local targets arrive with the probe)"
+        )
+    };
+    headroom_tui::run(source.as_mut(), options, |_| Ok(())).context("headroom top")?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,439 @@
+//! `--source http://HOST:PORT/metrics`: a remote `headroom probe` read over
+//! its Prometheus endpoint. The text exposition format is parsed here (it is
+//! small and line-based); the samples are turned back into the same
+//! [`Snapshot`] and [`Prediction`] the local probe gives.
+
+use crate::source::{Sample, Source, SourceError};
+use headroom_core::metrics as m;
+use headroom_core::{
+    predict, Constraint, FdError, Listener, ModelConfig, Prediction, ProcessInfo, Scope, Snapshot,
+    Source as DataSource, TcpState,
+};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One sample line of the text format: `name{label="value",...} 42`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Metric {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("line {line}: {what}")]
+pub struct ParseError {
+    pub line: usize,
+    pub what: String,
+}
+
+/// Parses the Prometheus text exposition format (version 0.0.4). Comments,
+/// HELP and TYPE lines are skipped; timestamps are ignored.
+pub fn parse(text: &str) -> Result<Vec<Metric>, ParseError> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |what: &str| ParseError {
+            line: i + 1,
+            what: what.to_string(),
+        };
+        let name_end = line
+            .find(|c: char| c == '{' || c.is_whitespace())
+            .ok_or_else(|| err("no value"))?;
+        let name = &line[..name_end];
+        if name.is_empty() {
+            return Err(err("no metric name"));
+        }
+        let mut rest = &line[name_end..];
+        let mut labels = Vec::new();
+        if let Some(after) = rest.strip_prefix('{') {
+            let (parsed, tail) = parse_labels(after).map_err(&err)?;
+            labels = parsed;
+            rest = tail;
+        }
+        let value = rest
+            .split_whitespace()
+            .next()
+            .ok_or_else(|| err("no value"))?;
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse::<f64>().map_err(|_| err("value is not a number"))?,
+        };
+        out.push(Metric {
+            name: name.to_string(),
+            labels,
+            value,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses `a="x",b="y"}` and returns the labels and what follows the brace.
+type Labels = Vec<(String, String)>;
+
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), &'static str> {
+    let mut labels = Vec::new();
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix('}') {
+            return Ok((labels, rest));
+        }
+        let eq = s.find('=').ok_or("label without '='")?;
+        let key = s[..eq].trim().to_string();
+        s = s[eq + 1..].trim_start();
+        s = s.strip_prefix('"').ok_or("label value not quoted")?;
+        let mut value = String::new();
+        let mut chars = s.char_indices();
+        let end = loop {
+            match chars.next() {
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, 'n')) => value.push('\n'),
+                    Some((_, c)) => value.push(c),
+                    None => return Err("unterminated label value"),
+                },
+                Some((_, c)) => value.push(c),
+                None => return Err("unterminated label value"),
+            }
+        };
+        labels.push((key, value));
+        s = s[end + 1..].trim_start();
+        s = s.strip_prefix(',').unwrap_or(s);
+    }
+}
+
+fn unit_of(constraint: &str) -> &'static str {
+    match constraint {
+        "nofile" => "fds",
+        "file-max" => "files",
+        "memory" | "cgroup-memory" => "bytes",
+        "conntrack" => "entries",
+        "tcp-mem" => "pages",
+        "ephemeral-ports" => "ports",
+        _ => "",
+    }
+}
+
+fn scope_of(constraint: &str) -> Scope {
+    match constraint {
+        "nofile" | "cgroup-memory" => Scope::Process,
+        _ => Scope::System,
+    }
+}
+
+/// Rebuilds a sample from a probe's metrics. The remote's own constraint
+/// figures are used as they are (the remote host's limits, not ours); only
+/// when it exports none is the model run here on what it does export.
+pub fn sample_from_metrics(metrics: &[Metric], origin: &str, taken_at_ms: u64) -> Sample {
+    let mut snap = Snapshot {
+        source: DataSource::Remote,
+        source_note: None,
+        taken_at_ms,
+        ..Default::default()
+    };
+    let mut process = ProcessInfo::default();
+    let mut have_process = false;
+    let mut listeners: BTreeMap<String, Listener> = BTreeMap::new();
+    let mut limit = BTreeMap::new();
+    let mut used = BTreeMap::new();
+    let mut headroom = BTreeMap::new();
+    let mut max_conn = BTreeMap::new();
+    let mut binding = None;
+    let mut overall_max = None;
+    let mut connections = None;
+    let mut remote_source = None;
+
+    for x in metrics {
+        let v = x.value.max(0.0) as u64;
+        let listener = || x.label("listener").unwrap_or("?").to_string();
+        let constraint = x.label("constraint").map(str::to_string);
+        match x.name.as_str() {
+            n if n == m::OPEN_FDS => {
+                process.open_fds += v;
+                have_process = true;
+            }
+            n if n == m::OPEN_FDS_PEAK => process.open_fds_peak += v,
+            n if n == m::OPEN_FDS_LIMIT => {
+                process.nofile_soft = Some(process.nofile_soft.unwrap_or(0) + v)
+            }
+            n if n == m::CONNECTIONS => connections = Some(v),
+            n if n == m::ACCEPT_QUEUE_DEPTH => {
+                listeners.entry(listener()).or_default().accept_queue_depth = v
+            }
+            n if n == m::ACCEPT_QUEUE_PEAK => {
+                listeners.entry(listener()).or_default().accept_queue_peak = v
+            }
+            n if n == m::ACCEPT_QUEUE_LIMIT => {
+                listeners.entry(listener()).or_default().accept_queue_limit = v
+            }
+            n if n == m::ACCEPT_QUEUE_FULL_TOTAL => {
+                listeners.entry(listener()).or_default().queue_full_events = Some(v)
+            }
+            n if n == m::LISTEN_OVERFLOWS_TOTAL => snap.netstat.listen_overflows = v,
+            n if n == m::LISTEN_DROPS_TOTAL => snap.netstat.listen_drops = v,
+            n if n == m::TCP_SOCKETS => {
+                let state = x.label("state").unwrap_or("");
+                if let Some(st) = TcpState::ALL.iter().find(|s| s.label() == state) {
+                    if *st == TcpState::TimeWait {
+                        snap.time_wait = v;
+                    }
+                    *snap.sockets.entry(*st).or_default() += v;
+                }
+            }
+            n if n == m::FD_ERRORS_TOTAL => snap.fd_errors.push(FdError {
+                pid: x.label("pid").and_then(|p| p.parse().ok()).unwrap_or(0),
+                syscall: x.label("syscall").unwrap_or("?").to_string(),
+                errno: x.label("errno").unwrap_or("?").to_string(),
+                count: v,
+            }),
+            n if n == m::PROBE_SOURCE && x.value > 0.0 => {
+                remote_source = x.label("source").map(str::to_string)
+            }
+            n if n == m::CONSTRAINT_LIMIT => {
+                limit.insert(constraint.unwrap_or_default(), v);
+            }
+            n if n == m::CONSTRAINT_USED => {
+                used.insert(constraint.unwrap_or_default(), v);
+            }
+            n if n == m::CONSTRAINT_HEADROOM => {
+                headroom.insert(constraint.unwrap_or_default(), v);
+            }
+            n if n == m::CONSTRAINT_BINDING && x.value > 0.0 => binding = constraint,
+            n if n == m::PREDICTED_MAX_CONNECTIONS => match constraint {
+                Some(c) => {
+                    max_conn.insert(c, v);
+                }
+                None => overall_max = Some(v),
+            },
+            _ => {}
+        }
+    }
+    for (address, mut l) in listeners {
+        l.port = address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        l.address = address;
+        snap.listeners.push(l);
+    }
+    snap.source_note = Some(match remote_source {
+        Some(s) => format!("its source: {s}"),
+        None => "remote".to_string(),
+    });
+    let conns = connections.unwrap_or_else(|| {
+        snap.sockets
+            .get(&TcpState::Established)
+            .copied()
+            .unwrap_or(0)
+    });
+    process.connections = conns;
+    if process.open_fds_peak == 0 {
+        process.open_fds_peak = process.open_fds;
+    }
+    if have_process || connections.is_some() {
+        snap.processes.push(process);
+    }
+
+    let prediction = if limit.is_empty() {
+        let mut p = predict(&snap, &ModelConfig::default());
+        p.connections = conns;
+        p
+    } else {
+        let mut constraints: Vec<Constraint> = limit
+            .iter()
+            .map(|(name, &lim)| {
+                let u = used.get(name).copied().unwrap_or(0);
+                let h = headroom.get(name).copied().unwrap_or(lim.saturating_sub(u));
+                let max = max_conn.get(name).copied().unwrap_or(conns + h);
+                Constraint {
+                    name: name.clone(),
+                    scope: scope_of(name),
+                    unit: unit_of(name).to_string(),
+                    limit: lim,
+                    used: u,
+                    reserve: lim.saturating_sub(u).saturating_sub(h),
+                    headroom: h,
+                    per_connection: 1,
+                    headroom_connections: max.saturating_sub(conns),
+                    max_connections: max,
+                    explanation: format!("as reported by {origin}"),
+                    remedy: "see `headroom status` on that host".to_string(),
+                }
+            })
+            .collect();
+        constraints.sort_by(|a, b| {
+            a.max_connections
+                .cmp(&b.max_connections)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        let binding = binding
+            .or_else(|| constraints.first().map(|c| c.name.clone()))
+            .unwrap_or_default();
+        // Binding first, as the local model orders them.
+        if let Some(i) = constraints.iter().position(|c| c.name == binding) {
+            let b = constraints.remove(i);
+            constraints.insert(0, b);
+        }
+        let predicted = overall_max
+            .or_else(|| constraints.first().map(|c| c.max_connections))
+            .unwrap_or(0);
+        Prediction {
+            connections: conns,
+            predicted_max_connections: predicted,
+            binding,
+            constraints,
+            processes: snap.processes.len() as u64,
+            next_wall: None,
+        }
+    };
+    Sample {
+        snapshot: snap,
+        prediction,
+    }
+}
+
+/// Reads a remote probe's `/metrics` once per refresh.
+pub struct RemoteSource {
+    url: String,
+    agent: ureq::Agent,
+}
+
+impl RemoteSource {
+    pub fn new(url: &str, timeout: Duration) -> RemoteSource {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .build();
+        RemoteSource {
+            url: url.to_string(),
+            agent: config.into(),
+        }
+    }
+}
+
+impl Source for RemoteSource {
+    fn describe(&self) -> String {
+        format!("remote {}", self.url)
+    }
+
+    fn sample(&mut self) -> Result<Sample, SourceError> {
+        let body = self
+            .agent
+            .get(&self.url)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .map_err(|e| SourceError::Other(format!("{}: {e}", self.url)))?;
+        let metrics = parse(&body).map_err(|e| SourceError::Other(format!("{}: {e}", self.url)))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Ok(sample_from_metrics(&metrics, &self.url, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXPOSITION: &str = r#"
+# HELP headroom_open_fds File descriptors open in the target.
+# TYPE headroom_open_fds gauge
+headroom_open_fds{pid="4242"} 1010
+headroom_open_fds_limit{pid="4242"} 20000
+headroom_connections 1000
+headroom_accept_queue_depth{listener="127.0.0.1:7878"} 3
+headroom_accept_queue_peak{listener="127.0.0.1:7878"} 17
+headroom_accept_queue_limit{listener="127.0.0.1:7878"} 4096
+headroom_accept_queue_full_total{listener="127.0.0.1:7878"} 2
+headroom_listen_overflows_total 5
+headroom_tcp_sockets{state="established"} 1000
+headroom_tcp_sockets{state="time_wait"} 12
+headroom_tcp_sockets{state="listen"} 1
+headroom_fd_errors_total{errno="EMFILE",syscall="accept4",pid="4242"} 7
+headroom_probe_source{source="ebpf"} 1
+headroom_probe_source{source="poll"} 0
+headroom_constraint_limit{constraint="nofile"} 20000
+headroom_constraint_used{constraint="nofile"} 1010
+headroom_constraint_headroom{constraint="nofile"} 18958
+headroom_constraint_binding{constraint="nofile"} 1
+headroom_constraint_limit{constraint="memory"} 25769803776
+headroom_constraint_used{constraint="memory"} 1073741824
+headroom_constraint_headroom{constraint="memory"} 24696061952
+headroom_constraint_binding{constraint="memory"} 0
+headroom_predicted_max_connections{constraint="nofile"} 19958
+headroom_predicted_max_connections{constraint="memory"} 4020000
+headroom_predicted_max_connections 19958 1700000000000
+"#;
+
+    #[test]
+    fn parses_names_labels_values_and_escapes() {
+        let ms = parse("a 1\nb{x=\"q\\\"uote\",y=\"n\\nl\"} -2.5e3 123\n# c 3\nd +Inf\n").unwrap();
+        assert_eq!(ms.len(), 3);
+        assert_eq!(ms[0].name, "a");
+        assert_eq!(ms[1].label("x"), Some("q\"uote"));
+        assert_eq!(ms[1].label("y"), Some("n\nl"));
+        assert_eq!(ms[1].value, -2500.0);
+        assert!(ms[2].value.is_infinite());
+        assert_eq!(parse("x{a=\"1\" 2").unwrap_err().line, 1);
+        assert_eq!(parse("ok 1\nbad notanumber").unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn rebuilds_snapshot_and_prediction_from_a_probe() {
+        let ms = parse(EXPOSITION).unwrap();
+        let s = sample_from_metrics(&ms, "http://h:9464/metrics", 5);
+        let snap = &s.snapshot;
+        assert_eq!(snap.source, DataSource::Remote);
+        assert_eq!(snap.source_note.as_deref(), Some("its source: ebpf"));
+        assert_eq!(snap.open_fds(), 1010);
+        assert_eq!(snap.processes[0].nofile_soft, Some(20000));
+        assert_eq!(snap.connections(), 1000);
+        assert_eq!(snap.time_wait, 12);
+        assert_eq!(snap.sockets[&TcpState::Established], 1000);
+        assert_eq!(snap.netstat.listen_overflows, 5);
+        let l = &snap.listeners[0];
+        assert_eq!(
+            (l.port, l.accept_queue_depth, l.accept_queue_peak),
+            (7878, 3, 17)
+        );
+        assert_eq!((l.accept_queue_limit, l.queue_full_events), (4096, Some(2)));
+        assert_eq!(snap.fd_errors[0].pid, 4242);
+        assert_eq!(snap.fd_errors[0].count, 7);
+
+        let p = &s.prediction;
+        assert_eq!(p.binding, "nofile");
+        assert_eq!(p.predicted_max_connections, 19958);
+        assert_eq!(p.constraints.len(), 2);
+        let c = p.binding_constraint().unwrap();
+        assert_eq!(
+            (c.limit, c.used, c.headroom, c.reserve),
+            (20000, 1010, 18958, 32)
+        );
+        assert_eq!(c.headroom_connections, 18958);
+        assert_eq!(p.constraint("memory").unwrap().unit, "bytes");
+    }
+
+    #[test]
+    fn without_constraint_metrics_the_model_runs_here() {
+        let ms =
+            parse("headroom_open_fds 100\nheadroom_open_fds_limit 1024\nheadroom_connections 90\n")
+                .unwrap();
+        let s = sample_from_metrics(&ms, "x", 0);
+        assert_eq!(s.prediction.binding, "nofile");
+        // 1024 - 100 - 32 reserve = 892 more, plus 90 held.
+        assert_eq!(s.prediction.predicted_max_connections, 982);
+    }
+}
