@@ -3,7 +3,11 @@
 
 use super::CmdResult;
 use anyhow::Context;
-use headroom_tui::{fixture, remote::RemoteSource, Config, RunOptions, Source};
+use headroom_core::{predict, ModelConfig};
+use headroom_probe::{Error as ProbeError, Probe, Target};
+use headroom_tui::{
+    fixture, remote::RemoteSource, Config, RunOptions, Sample, Source, SourceError,
+};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -73,4 +77,39 @@ pub fn run(args: Args) -> CmdResult {
     };
     headroom_tui::run(source.as_mut(), options, |_| Ok(())).context("headroom top")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Samples from the probe on this host, with the model run on each.
+pub struct LocalSource {
+    probe: Probe,
+    model: ModelConfig,
+}
+
+impl LocalSource {
+    pub fn new(target: Target) -> LocalSource {
+        LocalSource {
+            probe: Probe::new(target),
+            model: ModelConfig::default(),
+        }
+    }
+}
+
+impl Source for LocalSource {
+    fn describe(&self) -> String {
+        "/proc polling".to_string()
+    }
+
+    fn sample(&mut self) -> Result<Sample, SourceError> {
+        let snapshot = self.probe.snapshot().map_err(|e| match e {
+            ProbeError::NoSuchPid(_) | ProbeError::NoListener { .. } => {
+                SourceError::TargetGone(e.to_string())
+            }
+            e => SourceError::Other(e.to_string()),
+        })?;
+        let prediction = predict(&snapshot, &self.model);
+        Ok(Sample {
+            snapshot,
+            prediction,
+        })
+    }
 }

@@ -155,6 +155,8 @@ pub fn sample_from_metrics(metrics: &[Metric], origin: &str, taken_at_ms: u64) -
     let mut overall_max = None;
     let mut connections = None;
     let mut remote_source = None;
+    // `headroom serve --metrics` exports its own connection count.
+    let mut server_active: Option<u64> = None;
 
     for x in metrics {
         let v = x.value.max(0.0) as u64;
@@ -170,6 +172,9 @@ pub fn sample_from_metrics(metrics: &[Metric], origin: &str, taken_at_ms: u64) -
                 process.nofile_soft = Some(process.nofile_soft.unwrap_or(0) + v)
             }
             n if n == m::CONNECTIONS => connections = Some(v),
+            n if n == m::SERVER_CONNECTIONS_ACTIVE => {
+                server_active = Some(server_active.unwrap_or(0) + v)
+            }
             n if n == m::ACCEPT_QUEUE_DEPTH => {
                 listeners.entry(listener()).or_default().accept_queue_depth = v
             }
@@ -234,7 +239,7 @@ pub fn sample_from_metrics(metrics: &[Metric], origin: &str, taken_at_ms: u64) -
         Some(s) => format!("its source: {s}"),
         None => "remote".to_string(),
     });
-    let conns = connections.unwrap_or_else(|| {
+    let conns = connections.or(server_active).unwrap_or_else(|| {
         snap.sockets
             .get(&TcpState::Established)
             .copied()
@@ -248,7 +253,19 @@ pub fn sample_from_metrics(metrics: &[Metric], origin: &str, taken_at_ms: u64) -
         snap.processes.push(process);
     }
 
-    let prediction = if limit.is_empty() {
+    let prediction = if limit.is_empty() && snap.processes.is_empty() {
+        // Only the verdict is exported (a server's own metrics): show that.
+        Prediction {
+            connections: conns,
+            predicted_max_connections: overall_max
+                .or(max_conn.values().min().copied())
+                .unwrap_or(0),
+            binding: max_conn.keys().next().cloned().unwrap_or_default(),
+            constraints: Vec::new(),
+            processes: 0,
+            next_wall: None,
+        }
+    } else if limit.is_empty() {
         let mut p = predict(&snap, &ModelConfig::default());
         p.connections = conns;
         p
@@ -258,7 +275,16 @@ pub fn sample_from_metrics(metrics: &[Metric], origin: &str, taken_at_ms: u64) -
             .map(|(name, &lim)| {
                 let u = used.get(name).copied().unwrap_or(0);
                 let h = headroom.get(name).copied().unwrap_or(lim.saturating_sub(u));
-                let max = max_conn.get(name).copied().unwrap_or(conns + h);
+                // The exporter names the maximum of the binding constraint
+                // only; for the others, the model's default cost per connection.
+                let per_connection = match unit_of(name) {
+                    "bytes" => ModelConfig::default().default_memory_per_connection.total(),
+                    _ => 1,
+                };
+                let max = max_conn
+                    .get(name)
+                    .copied()
+                    .unwrap_or(conns + h / per_connection);
                 Constraint {
                     name: name.clone(),
                     scope: scope_of(name),
@@ -267,7 +293,7 @@ pub fn sample_from_metrics(metrics: &[Metric], origin: &str, taken_at_ms: u64) -
                     used: u,
                     reserve: lim.saturating_sub(u).saturating_sub(h),
                     headroom: h,
-                    per_connection: 1,
+                    per_connection,
                     headroom_connections: max.saturating_sub(conns),
                     max_connections: max,
                     explanation: format!("as reported by {origin}"),
@@ -373,9 +399,7 @@ headroom_constraint_limit{constraint="memory"} 25769803776
 headroom_constraint_used{constraint="memory"} 1073741824
 headroom_constraint_headroom{constraint="memory"} 24696061952
 headroom_constraint_binding{constraint="memory"} 0
-headroom_predicted_max_connections{constraint="nofile"} 19958
-headroom_predicted_max_connections{constraint="memory"} 4020000
-headroom_predicted_max_connections 19958 1700000000000
+headroom_predicted_max_connections{constraint="nofile"} 19958 1700000000000
 "#;
 
     #[test]
@@ -423,7 +447,24 @@ headroom_predicted_max_connections 19958 1700000000000
             (20000, 1010, 18958, 32)
         );
         assert_eq!(c.headroom_connections, 18958);
-        assert_eq!(p.constraint("memory").unwrap().unit, "bytes");
+        let mem = p.constraint("memory").unwrap();
+        assert_eq!(mem.unit, "bytes");
+        // Not exported: estimated at the model's default 6144 B per connection.
+        assert_eq!(mem.max_connections, 1000 + 24696061952 / 6144);
+    }
+
+    #[test]
+    fn a_servers_own_metrics_give_connections_and_the_verdict() {
+        let ms = parse(
+            "headroom_server_connections_active{transport=\"tcp\"} 300\n\
+             headroom_server_connections_active{transport=\"http\"} 5\n\
+             headroom_predicted_max_connections 19949\n",
+        )
+        .unwrap();
+        let s = sample_from_metrics(&ms, "x", 0);
+        assert_eq!(s.prediction.connections, 305);
+        assert_eq!(s.prediction.predicted_max_connections, 19949);
+        assert!(s.prediction.constraints.is_empty());
     }
 
     #[test]

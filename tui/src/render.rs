@@ -155,7 +155,11 @@ fn summary_line(frame: &mut Frame, area: Rect, app: &App) {
             format::count(p.predicted_max_connections),
             Style::new().bold(),
         ),
-        Span::raw(format!(" ({})", p.binding)),
+        Span::raw(if p.binding.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", p.binding)
+        }),
         Span::raw("  time to limit: "),
         Span::styled(outlook.text(), outlook_style),
     ];
@@ -278,6 +282,14 @@ fn constraints_panel(frame: &mut Frame, area: Rect, app: &App) {
     let Some(p) = app.prediction() else {
         return;
     };
+    if p.constraints.is_empty() {
+        frame.render_widget(
+            Paragraph::new("  this source exports no constraints, only the predicted maximum")
+                .fg(Color::Gray),
+            inner,
+        );
+        return;
+    }
     let texts: Vec<RowText> = p.constraints.iter().map(row_text).collect();
     let col = |f: fn(&RowText) -> &String| {
         texts
