@@ -2,7 +2,6 @@
 //! headroom-tui crate; this file picks the source of samples.
 
 use super::CmdResult;
-use anyhow::Context;
 use headroom_core::{predict, ModelConfig};
 use headroom_probe::{Error as ProbeError, Probe, Target};
 use headroom_tui::{
@@ -71,11 +70,19 @@ pub fn run(args: Args) -> CmdResult {
             step: 310,
         })
     } else {
-        anyhow::bail!(
-            "give --pid, --port, --source or --demo (local targets arrive with the probe)"
-        )
+        let target = match (args.pid, args.port) {
+            (Some(pid), _) => Target::Pid(pid),
+            (None, Some(port)) => Target::Port(port),
+            (None, None) => anyhow::bail!(
+                "give --pid or --port (or --source URL, or --demo); `headroom up` starts a server and watches it"
+            ),
+        };
+        let mut local = LocalSource::new(target);
+        // A target that is not there at the start is a usage error, not a dashboard.
+        local.probe.snapshot()?;
+        Box::new(local)
     };
-    headroom_tui::run(source.as_mut(), options, |_| Ok(())).context("headroom top")?;
+    headroom_tui::run(source.as_mut(), options, |_| Ok(()))?;
     Ok(ExitCode::SUCCESS)
 }
 

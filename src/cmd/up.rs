@@ -173,7 +173,7 @@ pub fn run(args: Args) -> CmdResult {
         Ok(())
     });
     let (status, killed) = server.stop();
-    result.context("headroom up")?;
+    result?;
     let how = match (status, killed) {
         (_, true) => "did not drain in time and was killed".to_string(),
         (Some(s), false) if s.success() => "stopped cleanly".to_string(),
