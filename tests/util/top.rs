@@ -98,6 +98,18 @@ impl Tmux {
         );
     }
 
+    /// The pid of the process running in the pane.
+    pub fn pane_pid(&self) -> u32 {
+        let out = self
+            .tmux(&["display-message", "-p", "-t", "main", "#{pane_pid}"])
+            .output()
+            .expect("tmux runs");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a pid")
+    }
+
     /// Waits until the screen satisfies `ok`; panics with the last screen after `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration, ok: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + timeout;
@@ -132,8 +144,13 @@ impl Serve {
     /// Starts `headroom serve --listen 127.0.0.1:0 --json` with RLIMIT_NOFILE
     /// set to `nofile` (lowering needs no privilege) plus `extra` arguments.
     pub fn start(bin: &Path, nofile: u64, extra: &[&str]) -> Serve {
+        Serve::start_at(bin, nofile, "127.0.0.1:0", extra)
+    }
+
+    /// The same on a given address (several servers may share a port: SO_REUSEPORT).
+    pub fn start_at(bin: &Path, nofile: u64, listen: &str, extra: &[&str]) -> Serve {
         let mut cmd = Command::new(bin);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--json"])
+        cmd.args(["serve", "--listen", listen, "--json"])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -191,14 +208,16 @@ pub fn open_fds(pid: u32) -> u64 {
         .count() as u64
 }
 
-/// The number that follows `label` on the screen line that holds it.
+/// The number that follows `label` on the first screen line that holds it
+/// (its leading digits: `310/4096` gives 310).
 pub fn number_after(screen: &str, label: &str) -> Option<u64> {
     screen.lines().find_map(|l| {
         let rest = &l[l.find(label)? + label.len()..];
-        rest.split_whitespace()
-            .next()?
-            .trim_matches(|c: char| !c.is_ascii_digit())
-            .parse()
-            .ok()
+        let digits: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        digits.parse().ok()
     })
 }
