@@ -767,6 +767,12 @@ impl Session {
                 r.entry("cacheScope").or_insert(json!("private"));
             }
             r.entry("resultType").or_insert(json!("complete"));
+            // Every stateless result names its server (`_meta` serverInfo stamp).
+            let meta = r.entry("_meta").or_insert_with(|| json!({}));
+            if let Some(m) = meta.as_object_mut() {
+                m.entry(SERVER_INFO_KEY)
+                    .or_insert_with(|| self.engine.server_info());
+            }
         }
         jsonrpc::write_result(out, id, &r);
     }

@@ -386,6 +386,10 @@ fn stateless_results_carry_result_type_and_cache_hints() {
     assert_eq!(d["cacheScope"], "private");
     assert!(d["ttlMs"].is_u64());
     assert_eq!(d["serverInfo"]["name"], "headroom");
+    assert_eq!(
+        d["_meta"]["io.modelcontextprotocol/serverInfo"]["name"],
+        "headroom"
+    );
     assert!(d["capabilities"].get("logging").is_none());
     let r = one(
         &mut s,

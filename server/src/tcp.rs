@@ -129,6 +129,12 @@ impl TcpServer {
         self.local_addr
     }
 
+    /// The bound listeners and their runtimes, for a server of another kind
+    /// on the same layout (the bench's bare line server).
+    pub fn into_parts(self) -> (Vec<std::net::TcpListener>, Vec<Runtime>) {
+        (self.listeners, self.runtimes)
+    }
+
     /// Fixes the ceiling from the fds open now, then serves on threads of
     /// their own. The returned handle stops and drains.
     pub fn start(
