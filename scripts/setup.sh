@@ -27,8 +27,26 @@ if ! rustup component list --toolchain nightly --installed 2>/dev/null | grep -q
   rustup toolchain install nightly --profile minimal --component rust-src >/dev/null
 fi
 
-if ! command -v bpf-linker >/dev/null 2>&1; then
-  log "cargo install bpf-linker (about 2.5 minutes)"
+# bpf-linker links the bitcode that the nightly rustc emits, so it must use
+# the same LLVM major as that rustc (nightlies moved to LLVM 23, newer than
+# Debian's llvm-22): link it against the nightly toolchain's own libLLVM,
+# through a prefix of symlinks, and rebuild when the nightly changes.
+nightly_lib="$(rustc +nightly --print sysroot)/lib"
+llvm_so="$(ls "$nightly_lib"/libLLVM.so.* 2>/dev/null | head -n1 || true)"
+llvm_major="$(rustc +nightly -vV | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')"
+llvm_prefix="${CARGO_HOME:-$HOME/.cargo}/headroom-rust-llvm"
+linker="$(command -v bpf-linker || true)"
+if [ -n "$llvm_so" ]; then
+  if [ -z "$linker" ] || ! ldd "$linker" 2>/dev/null | grep -q "$(basename "$llvm_so") => $llvm_prefix/lib/"; then
+    log "cargo install bpf-linker against the nightly's LLVM $llvm_major (about 3 minutes)"
+    mkdir -p "$llvm_prefix/lib"
+    ln -sf "$llvm_so" "$llvm_prefix/lib/libLLVM.so"
+    ln -sf "$llvm_so" "$llvm_prefix/lib/$(basename "$llvm_so")"
+    LLVM_PREFIX="$llvm_prefix" cargo install --locked --force bpf-linker \
+      --no-default-features --features "llvm-$llvm_major" >/dev/null
+  fi
+elif [ -z "$linker" ]; then
+  log "cargo install bpf-linker against llvm-22 (about 2.5 minutes)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22 >/dev/null
 fi
 

@@ -16,6 +16,8 @@
 //! # Ok::<(), headroom_probe::Error>(())
 //! ```
 
+pub mod ebpf;
+pub mod export;
 pub mod poll;
 
 use headroom_core::{Snapshot, Source};
