@@ -1,0 +1,198 @@
+//! `headroom probe` with its eBPF programs attached: exact accept-queue
+//! peaks, queue-full events, EMFILE counts per process and TCP state counts
+//! per port, checked against what the kernel (ss, /proc/net/netstat) and
+//! the workload itself report. Needs root (CI runs as root).
+
+#[path = "util/probe.rs"]
+mod probe;
+mod util;
+
+use probe::{listen_overflows, listener, scrape, ss_count, Probe, Script};
+use util::{require_root, Netns};
+
+fn start_ebpf(ns: &Netns, args: &[&str]) -> Probe {
+    let p = Probe::start(ns, args);
+    assert!(
+        p.status_line.contains("eBPF on"),
+        "eBPF must load here (CI installs the toolchain): {}",
+        p.status_line
+    );
+    p
+}
+
+#[test]
+fn backlog_32_with_20_queued_reports_peak_20_limit_32() {
+    if !require_root("backlog_32_with_20_queued_reports_peak_20_limit_32") {
+        return;
+    }
+    let ns = Netns::new("pq32");
+    let mut srv = Script::start(Some(&ns), &[], "listener.py", &["32"]);
+    let port = srv.line();
+    let probe = start_ebpf(
+        &ns,
+        &["--port", &port, "--once", "--json", "--interval", "3"],
+    );
+    srv.send("connect 20");
+    assert_eq!(srv.line(), "done");
+    let doc = probe.output();
+    assert_eq!(doc["source"], "ebpf", "{doc}");
+    let l = listener(&doc, port.parse().unwrap());
+    assert_eq!(l["accept_queue_peak"], 20, "{l}");
+    assert_eq!(l["accept_queue_depth"], 20, "{l}");
+    assert_eq!(l["accept_queue_limit"], 32, "{l}");
+    assert_eq!(l["queue_full_events"], 0, "{l}");
+}
+
+#[test]
+fn backlog_8_with_40_connections_fills_at_9_and_counts_full_events() {
+    if !require_root("backlog_8_with_40_connections_fills_at_9_and_counts_full_events") {
+        return;
+    }
+    let ns = Netns::new("pq8");
+    let mut srv = Script::start(Some(&ns), &[], "listener.py", &["8"]);
+    let port = srv.line();
+    let before = listen_overflows(&ns);
+    let probe = start_ebpf(
+        &ns,
+        &["--port", &port, "--once", "--json", "--interval", "3"],
+    );
+    srv.send("connect 40");
+    assert_eq!(srv.line(), "done");
+    let doc = probe.output();
+    let l = listener(&doc, port.parse().unwrap());
+    // sk_acceptq_is_full() is `backlog > max`: the kernel queues limit + 1.
+    assert_eq!(l["accept_queue_peak"], 9, "{l}");
+    assert_eq!(l["accept_queue_limit"], 8, "{l}");
+    // The 9th connection left the queue full; later SYNs are dropped before
+    // they are queued, so exactly one queueing found it full.
+    assert_eq!(l["queue_full_events"], 1, "{l}");
+    let overflows = doc["snapshot"]["netstat"]["listen_overflows"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        overflows >= before + 31,
+        "ListenOverflows {before} -> {overflows}"
+    );
+    assert!(listen_overflows(&ns) >= before + 31);
+}
+
+#[test]
+fn emfile_count_for_a_pid_equals_the_failures_it_saw() {
+    if !require_root("emfile_count_for_a_pid_equals_the_failures_it_saw") {
+        return;
+    }
+    let ns = Netns::new("pemf");
+    let mut child = Script::start(
+        None,
+        &["prlimit", "--nofile=64"],
+        "emfile.py",
+        &["10", "release"],
+    );
+    let pid = child.line();
+    let probe = start_ebpf(&ns, &["--pid", &pid, "--once", "--json", "--interval", "3"]);
+    child.send("go");
+    let line = child.line();
+    let (failures, peak) = line.split_once(' ').expect("failures peak");
+    let (failures, peak): (u64, u64) = (failures.parse().unwrap(), peak.parse().unwrap());
+    assert_eq!(failures, 11, "EMFILE once, then 10 more");
+    let doc = probe.output();
+    let pid: u64 = pid.parse().unwrap();
+    let errors: Vec<_> = doc["snapshot"]["fd_errors"]
+        .as_array()
+        .expect("fd_errors")
+        .iter()
+        .filter(|e| e["pid"] == pid && e["errno"] == "EMFILE")
+        .cloned()
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["syscall"], "socket");
+    assert_eq!(errors[0]["count"], failures, "{errors:?}");
+    // It filled its fd table (64 slots, plus any inherited fd numbered above
+    // the limit) and closed the sockets again before the sample: only the
+    // in-kernel fd tracking knows the peak.
+    let p = &doc["snapshot"]["processes"][0];
+    assert!(peak >= 64, "the child's own count: {peak}");
+    assert!(p["open_fds"].as_u64().unwrap() < 16, "{p}");
+    assert_eq!(p["open_fds_peak"], peak, "{p}");
+}
+
+#[test]
+fn state_counts_for_a_port_match_sock_diag() {
+    if !require_root("state_counts_for_a_port_match_sock_diag") {
+        return;
+    }
+    let ns = Netns::new("pst");
+    let mut srv = Script::start(Some(&ns), &[], "listener.py", &["64", "accept"]);
+    let port: u16 = srv.line().parse().unwrap();
+    let probe = start_ebpf(
+        &ns,
+        &[
+            "--port",
+            &port.to_string(),
+            "--once",
+            "--json",
+            "--interval",
+            "3",
+        ],
+    );
+    srv.send("churn 10 4");
+    assert_eq!(srv.line(), "done");
+    let established = ss_count(&ns, "established", port);
+    let time_wait = ss_count(&ns, "time-wait", port);
+    let doc = probe.output();
+    assert_eq!((established, time_wait), (6, 4), "the workload itself");
+    let s = &doc["snapshot"]["sockets"];
+    assert_eq!(s["ESTABLISHED"], established, "{s}");
+    assert_eq!(s["TIME_WAIT"], time_wait, "{s}");
+    assert_eq!(s["LISTEN"], 1, "{s}");
+    let t = &doc["ebpf"]["transitions"];
+    assert_eq!(t["time_wait"], 4, "{t}");
+    assert_eq!(t["established"].as_u64().unwrap(), 10, "{t}");
+    assert_eq!(doc["ebpf"]["dropped"]["ports"], 0);
+}
+
+#[test]
+fn metrics_endpoint_serves_the_probe_reading() {
+    if !require_root("metrics_endpoint_serves_the_probe_reading") {
+        return;
+    }
+    let ns = Netns::new("pmet");
+    let mut srv = Script::start(Some(&ns), &[], "listener.py", &["16"]);
+    let port = srv.line();
+    let probe = start_ebpf(
+        &ns,
+        &[
+            "--port",
+            &port,
+            "--listen",
+            "127.0.0.1:0",
+            "--interval",
+            "0.5",
+        ],
+    );
+    let line = probe.stderr_line("metrics at http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.strip_suffix("/metrics"))
+        .expect("address")
+        .to_string();
+    srv.send("connect 3");
+    assert_eq!(srv.line(), "done");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let text = scrape(&ns, &addr);
+    let l = format!("listener=\"127.0.0.1:{port}\"");
+    for want in [
+        format!("headroom_accept_queue_peak{{{l}}} 3"),
+        format!("headroom_accept_queue_depth{{{l}}} 3"),
+        format!("headroom_accept_queue_limit{{{l}}} 16"),
+        format!("headroom_accept_queue_full_total{{{l}}} 0"),
+        "headroom_probe_source{source=\"ebpf\"} 1".to_string(),
+        "headroom_probe_ebpf_enabled{reason=\"\"} 1".to_string(),
+        "headroom_probe_events_dropped_total{map=\"listeners\"} 0".to_string(),
+        "headroom_tcp_sockets{state=\"listen\"} 1".to_string(),
+    ] {
+        assert!(text.lines().any(|x| x == want), "missing {want} in\n{text}");
+    }
+    drop(probe);
+}
