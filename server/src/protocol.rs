@@ -241,6 +241,9 @@ struct Asyncs {
     next_key: u64,
     next_request_id: u64,
     client_requests: Vec<(u64, oneshot::Sender<Result<Value, RpcError>>)>,
+    /// Requests whose tools asked to end their response stream
+    /// ([`Session::take_stream_closes`]).
+    stream_closes: Vec<Box<RawValue>>,
 }
 
 struct InFlight {
@@ -356,6 +359,35 @@ impl Session {
         Poll::Pending
     }
 
+    /// The id of the request an event belongs to (a call's progress, log,
+    /// server-to-client request or completion), so a transport with one
+    /// stream per request (Streamable HTTP) can deliver it there.
+    pub fn event_request_id(&self, ev: &SessionEvent) -> Option<&RawValue> {
+        let key = match &ev.0 {
+            EventInner::Done(key, _) => *key,
+            EventInner::Tool(
+                ToolEvent::Progress { key, .. }
+                | ToolEvent::Log { key, .. }
+                | ToolEvent::Request { key, .. }
+                | ToolEvent::CloseStream { key },
+            ) => *key,
+            EventInner::Updated(_) | EventInner::Lagged => return None,
+        };
+        self.find_inflight(key).map(|f| &*f.id)
+    }
+
+    /// Ids of requests whose tools called [`ToolCtx::close_stream`] since the
+    /// last call; transports without per-request streams need not call it.
+    pub fn take_stream_closes(&mut self) -> Vec<Box<RawValue>> {
+        let closes = self
+            .asyncs
+            .as_mut()
+            .map(|a| std::mem::take(&mut a.stream_closes))
+            .unwrap_or_default();
+        self.shrink_asyncs();
+        closes
+    }
+
     /// Applies an event, appending any messages it produces to `out`.
     pub fn on_event(&mut self, ev: SessionEvent, out: &mut Vec<u8>) {
         match ev.0 {
@@ -433,6 +465,13 @@ impl Session {
                 a.next_request_id += 1;
                 a.client_requests.push((id, reply));
                 jsonrpc::write_request(out, id, &method, &params);
+            }
+            EventInner::Tool(ToolEvent::CloseStream { key }) => {
+                let Some(id) = self.find_inflight(key).map(|f| f.id.clone()) else {
+                    return;
+                };
+                let a = self.asyncs.as_mut().expect("in flight implies asyncs");
+                a.stream_closes.push(id);
             }
             EventInner::Updated(uri) => {
                 if self.subs.as_ref().is_some_and(|s| s.uris.contains(&uri)) {
@@ -597,7 +636,9 @@ impl Session {
                 version,
                 stateless: false,
             },
-            State::Fresh if method == "initialize" => return self.initialize(id, &p, out),
+            State::Fresh if method == "initialize" && !envelope => {
+                return self.initialize(id, &p, out)
+            }
             State::Fresh if envelope => {
                 let meta = meta.expect("envelope implies meta");
                 match self.stateless_envelope(meta) {
@@ -627,8 +668,8 @@ impl Session {
         };
 
         let result: Result<Map<String, Value>, RpcError> = match (method, mode.stateless) {
-            ("ping", _) => Ok(Map::new()),
-            ("initialize", _) => Err(RpcError::new(jsonrpc::INVALID_REQUEST, "already initialized")),
+            ("ping", false) => Ok(Map::new()),
+            ("initialize", false) => Err(RpcError::new(jsonrpc::INVALID_REQUEST, "already initialized")),
             ("server/discover", true) => Ok(self.discover()),
             ("tools/list", _) => self.list(&p, mode, "tools"),
             ("tools/call", _) => return self.tools_call(id, &mut p, mode, out),
@@ -745,6 +786,7 @@ impl Session {
             "supportedVersions": STATELESS_VERSIONS,
             "capabilities": self.engine.capabilities(v),
             "serverInfo": self.engine.server_info(),
+            "_meta": {(SERVER_INFO_KEY): self.engine.server_info()},
         });
         if let Some(i) = &self.engine.config.instructions {
             r["instructions"] = json!(i);
@@ -880,7 +922,10 @@ impl Session {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        Ok(into_map((prompt.get)(&args)?))
+        match &prompt.get_with_params {
+            Some(get) => Ok(into_map(get(&args, p)?)),
+            None => Ok(into_map((prompt.get)(&args)?)),
+        }
     }
 
     fn complete(&self, p: &Args) -> Result<Map<String, Value>, RpcError> {
@@ -960,6 +1005,13 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        let continuation = match continuation(p, mode) {
+            Ok(c) => c,
+            Err(e) => {
+                self.rpc_error(out, id, &e);
+                return Flow::Continue;
+            }
+        };
         let meta = p.get("_meta").and_then(Value::as_object);
         let caps = if mode.stateless {
             Arc::new(
@@ -992,6 +1044,7 @@ impl Session {
                 has_progress_token: false,
                 events: None,
                 stateless: mode.stateless,
+                continuation,
             };
             match (tool.handler)(args, ctx) {
                 ToolFuture::Ready(r) => self.write_tool_result(out, id, mode, r),
@@ -1038,6 +1091,7 @@ impl Session {
                 next_key: 1,
                 next_request_id: 1,
                 client_requests: Vec::new(),
+                stream_closes: Vec::new(),
             })
         });
         let key = a.next_key;
@@ -1049,6 +1103,7 @@ impl Session {
             has_progress_token: progress_token.is_some(),
             events: Some(a.tx.clone()),
             stateless: mode.stateless,
+            continuation,
         };
         let fut = match (tool.handler)(args, ctx) {
             ToolFuture::Ready(r) => {
@@ -1101,11 +1156,45 @@ impl Session {
     /// one slow call does not keep its channel forever.
     fn shrink_asyncs(&mut self) {
         if self.asyncs.as_ref().is_some_and(|a| {
-            a.inflight.is_empty() && a.futs.is_empty() && a.client_requests.is_empty()
+            a.inflight.is_empty()
+                && a.futs.is_empty()
+                && a.client_requests.is_empty()
+                && a.stream_closes.is_empty()
         }) {
             self.asyncs = None;
         }
     }
+}
+
+/// A stateless retry's `inputResponses` and `requestState`, moved out of
+/// params. Each input response must be an object (an elicitation, sampling or
+/// roots result): anything else is -32602 (SEP-2322).
+fn continuation(p: &mut Args, mode: Mode) -> Result<Option<Arc<Args>>, RpcError> {
+    if !mode.stateless {
+        return Ok(None);
+    }
+    let mut c = Map::new();
+    for k in ["inputResponses", "requestState"] {
+        if let Some(v) = p.remove(k) {
+            c.insert(k.into(), v);
+        }
+    }
+    match c.get("inputResponses") {
+        None => {}
+        Some(Value::Object(r)) => {
+            if let Some((k, _)) = r.iter().find(|(_, v)| !v.is_object()) {
+                return Err(RpcError::invalid_params(format!(
+                    "inputResponses[{k:?}] must be an object (the result of the input request)"
+                )));
+            }
+        }
+        Some(_) => {
+            return Err(RpcError::invalid_params(
+                "inputResponses must be an object keyed like the inputRequests",
+            ))
+        }
+    }
+    Ok((!c.is_empty()).then(|| Arc::new(c)))
 }
 
 fn unauthorized() -> RpcError {

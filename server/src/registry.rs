@@ -103,6 +103,8 @@ pub(crate) enum ToolEvent {
         params: Value,
         reply: oneshot::Sender<Result<Value, RpcError>>,
     },
+    /// The tool asks the transport to end this call's response stream now.
+    CloseStream { key: u64 },
 }
 
 /// Syslog severities as MCP names them, least severe first.
@@ -155,6 +157,9 @@ pub struct ToolCtx {
     pub(crate) has_progress_token: bool,
     pub(crate) events: Option<mpsc::UnboundedSender<ToolEvent>>,
     pub(crate) stateless: bool,
+    /// 2026-07-28 input-required continuation: the request's
+    /// `inputResponses` and `requestState`, when it carried either.
+    pub(crate) continuation: Option<Arc<Args>>,
 }
 
 impl ToolCtx {
@@ -167,6 +172,27 @@ impl ToolCtx {
             has_progress_token: false,
             events: None,
             stateless: false,
+            continuation: None,
+        }
+    }
+    /// The `inputResponses` of a request retried after an input-required
+    /// result (2026-07-28), keyed as the server's `inputRequests` were.
+    pub fn input_responses(&self) -> Option<&Map<String, Value>> {
+        self.continuation
+            .as_ref()?
+            .get("inputResponses")?
+            .as_object()
+    }
+    /// The `requestState` the client echoed back with its input responses.
+    pub fn request_state(&self) -> Option<&str> {
+        self.continuation.as_ref()?.get("requestState")?.as_str()
+    }
+    /// Asks the transport to end this call's response stream now (SEP-1699
+    /// polling on Streamable HTTP); later messages wait until the client
+    /// resumes with `Last-Event-ID`. A no-op on TCP and stdio.
+    pub fn close_stream(&self) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(ToolEvent::CloseStream { key: self.key });
         }
     }
     /// The revision this call is served under.
@@ -233,6 +259,8 @@ impl ToolCtx {
 type ToolFn = dyn Fn(Args, ToolCtx) -> ToolFuture + Send + Sync;
 type ReadFn = dyn Fn(&str) -> Result<Vec<Value>, RpcError> + Send + Sync;
 type PromptFn = dyn Fn(&Args) -> Result<Value, RpcError> + Send + Sync;
+/// A prompt that also reads the request's other params (arguments, params).
+type PromptParamsFn = dyn Fn(&Args, &Args) -> Result<Value, RpcError> + Send + Sync;
 type CompleteFn = dyn Fn(&str, &str) -> Vec<String> + Send + Sync;
 type FallbackFn = dyn Fn(&str) -> Option<Result<Vec<Value>, RpcError>> + Send + Sync;
 type TemplateCompleteFn = dyn Fn(&str, &str, &str) -> Vec<String> + Send + Sync;
@@ -263,6 +291,9 @@ pub struct Prompt {
     pub name: String,
     pub definition: Value,
     pub get: Box<PromptFn>,
+    /// Replaces `get` when set: also sees the whole `params` (e.g. the
+    /// 2026-07-28 `inputResponses` of an input-required prompt).
+    pub get_with_params: Option<Box<PromptParamsFn>>,
     /// Values for `completion/complete` on an argument: (argument, prefix).
     pub complete: Option<Box<CompleteFn>>,
 }
@@ -358,6 +389,7 @@ impl Registry {
             name,
             definition,
             get: Box::new(get),
+            get_with_params: None,
             complete: None,
         });
         self.prompts.last_mut().expect("just pushed")
