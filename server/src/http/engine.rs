@@ -1,10 +1,10 @@
 //! The headroom engine behind the HTTP transport's [`Protocol`] boundary.
 //!
 //! An initialize-era session is a task that owns one engine [`Session`] and
-//! routes what it writes: a reply to the POST waiting for it, progress to the
-//! request whose progressToken it names, other call-related messages (logs,
-//! server-to-client requests) to the request in flight, and the rest to the
-//! session's standalone stream. A stateless request runs inline, with no task.
+//! routes what it writes: a reply to the POST waiting for it, a call's
+//! progress, logs and server-to-client requests to that call's stream (the
+//! engine names the request behind each event), and the rest (resource
+//! updates) to the session's standalone stream.
 
 use super::protocol::{BoxFuture, Outbound, Protocol, ProtocolSession, Sink};
 use crate::protocol::{LEGACY_VERSIONS, STATELESS_VERSIONS};
@@ -12,6 +12,7 @@ use crate::{Engine, Session, Transport};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,22 +20,56 @@ use tokio::sync::{mpsc, oneshot};
 pub struct EngineProtocol {
     engine: Arc<Engine>,
     versions: Vec<&'static str>,
+    /// Per tool, its `x-mcp-header` arguments: (argument, header suffix).
+    param_headers: HashMap<String, Vec<(String, String)>>,
 }
 
 impl EngineProtocol {
     pub fn new(engine: Arc<Engine>) -> Arc<EngineProtocol> {
-        let versions = LEGACY_VERSIONS.iter().chain(STATELESS_VERSIONS.iter()).copied().collect();
-        Arc::new(EngineProtocol { engine, versions })
+        let versions = LEGACY_VERSIONS
+            .iter()
+            .chain(STATELESS_VERSIONS.iter())
+            .copied()
+            .collect();
+        let param_headers = engine
+            .registry
+            .tools
+            .iter()
+            .filter_map(|t| {
+                let props = t.definition["inputSchema"]["properties"].as_object()?;
+                let mirrored: Vec<(String, String)> = props
+                    .iter()
+                    .filter_map(|(arg, schema)| {
+                        let h = schema.get("x-mcp-header")?.as_str()?;
+                        Some((arg.clone(), h.to_string()))
+                    })
+                    .collect();
+                (!mirrored.is_empty()).then(|| (t.name.clone(), mirrored))
+            })
+            .collect();
+        Arc::new(EngineProtocol {
+            engine,
+            versions,
+            param_headers,
+        })
     }
 }
 
 impl Protocol for EngineProtocol {
     fn open(&self, unrelated: Sink) -> Arc<dyn ProtocolSession> {
-        Arc::new(Lazy { engine: self.engine.clone(), unrelated, actor: std::sync::OnceLock::new() })
+        Arc::new(Lazy {
+            engine: self.engine.clone(),
+            unrelated,
+            actor: std::sync::OnceLock::new(),
+        })
     }
 
     fn supported_versions(&self) -> &[&'static str] {
         &self.versions
+    }
+
+    fn param_headers(&self, tool: &str) -> &[(String, String)] {
+        self.param_headers.get(tool).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -66,7 +101,13 @@ impl ProtocolSession for Lazy {
                 })
                 .clone();
             let (reply, rx) = oneshot::channel();
-            tx.send(Inbound { message, related, reply }).await.ok()?;
+            tx.send(Inbound {
+                message,
+                related,
+                reply,
+            })
+            .await
+            .ok()?;
             rx.await.ok().flatten()
         })
     }
@@ -128,22 +169,37 @@ async fn actor(mut s: Session, mut rx: mpsc::Receiver<Inbound>, unrelated: Sink)
                         let _ = i.reply.send(None);
                     }
                 }
-                route(&out, &mut pending, &unrelated).await;
+                route(&out, &mut pending, &unrelated, None).await;
+                close_streams(&mut s, &pending).await;
             }
             ev = s.next_event(), if s.has_pending() => {
                 out.clear();
+                let owner = s.event_request_id(&ev).map(|id| id.get().to_string());
                 s.on_event(ev, &mut out);
-                route(&out, &mut pending, &unrelated).await;
+                route(&out, &mut pending, &unrelated, owner.as_deref()).await;
+                close_streams(&mut s, &pending).await;
             }
         }
     }
     s.abort_all();
 }
 
-/// Sends each line the engine wrote where it belongs.
-async fn route(out: &[u8], pending: &mut Vec<Pending>, unrelated: &Sink) {
+/// Ends the response streams of calls whose tools asked for it.
+async fn close_streams(s: &mut Session, pending: &[Pending]) {
+    for id in s.take_stream_closes() {
+        if let Some(p) = pending.iter().find(|p| p.id == id.get()) {
+            p.related.send(Outbound::CloseStream).await;
+        }
+    }
+}
+
+/// Sends each line the engine wrote where it belongs; `owner` is the id of
+/// the request behind the event that produced them, when there is one.
+async fn route(out: &[u8], pending: &mut Vec<Pending>, unrelated: &Sink, owner: Option<&str>) {
     for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(peek) = serde_json::from_slice::<Peek>(line) else { continue };
+        let Ok(peek) = serde_json::from_slice::<Peek>(line) else {
+            continue;
+        };
         let bytes = Bytes::copy_from_slice(line);
         match (peek.method, peek.id) {
             // A reply: to the POST that waits for it.
@@ -155,14 +211,15 @@ async fn route(out: &[u8], pending: &mut Vec<Pending>, unrelated: &Sink) {
             }
             (Some(method), _) => {
                 let token = peek.params.and_then(|p| p.progress_token).map(|t| t.get());
-                let target = if method == "notifications/progress" {
-                    pending.iter().find(|p| p.progress_token.as_deref() == token)
-                } else if method == "notifications/resources/updated" || method.ends_with("/list_changed") {
-                    None
-                } else if pending.len() == 1 {
-                    // A log or a server-to-client request comes from a running call; with
-                    // one call in flight it is that one's.
-                    pending.first()
+                let target = if let Some(owner) = owner.filter(|_| {
+                    method != "notifications/resources/updated"
+                        && !method.ends_with("/list_changed")
+                }) {
+                    pending.iter().find(|p| p.id == owner)
+                } else if method == "notifications/progress" {
+                    pending
+                        .iter()
+                        .find(|p| p.progress_token.as_deref() == token)
                 } else {
                     None
                 };

@@ -12,6 +12,7 @@
 //! oversize body a 413 without reading it; a client too slow to send its headers
 //! or body is cut off.
 
+mod engine;
 mod guard;
 pub mod protocol;
 mod session;
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+pub use engine::EngineProtocol;
 pub use protocol::{BoxFuture, ProtocolSession, Sink};
 
 /// Limits and settings of the HTTP transport.
@@ -103,6 +105,17 @@ struct Shared {
     sessions: Sessions,
     config: HttpConfig,
     stats: Arc<HttpStats>,
+    /// Prometheus counters labelled transport="http", when exported.
+    metrics: Option<Arc<crate::metrics::TransportMetrics>>,
+}
+
+impl Shared {
+    /// Counts a refusal in the Prometheus metrics (`reason` names the limit).
+    fn count_refused(&self, reason: &str) {
+        if let Some(tm) = &self.metrics {
+            tm.refused(reason);
+        }
+    }
 }
 
 /// A bound Streamable HTTP server, not yet serving.
@@ -189,8 +202,19 @@ impl HttpServer {
             sessions: Sessions::new(config.max_sessions),
             config,
             stats: Arc::new(HttpStats::default()),
+            metrics: None,
         });
         HttpServer { listener, shared }
+    }
+
+    /// Also counts connections, refusals and bytes in the server's Prometheus
+    /// metrics, labelled transport="http" (the engine labels its messages the same way).
+    pub fn with_metrics(mut self, metrics: &crate::Metrics) -> HttpServer {
+        let tm = metrics.transport(crate::Transport::Http);
+        Arc::get_mut(&mut self.shared)
+            .expect("not serving yet: the only handle")
+            .metrics = Some(tm);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -238,6 +262,10 @@ impl HttpServer {
                 .connections_active
                 .fetch_add(1, Ordering::AcqRel)
                 >= shared.config.max_connections;
+            if let (Some(tm), false) = (&shared.metrics, over) {
+                tm.accepted.inc();
+                tm.active.inc();
+            }
             let shared = shared.clone();
             tokio::spawn(async move {
                 serve_connection(stream, shared.clone(), over).await;
@@ -245,6 +273,9 @@ impl HttpServer {
                     .stats
                     .connections_active
                     .fetch_sub(1, Ordering::AcqRel);
+                if let (Some(tm), false) = (&shared.metrics, over) {
+                    tm.active.dec();
+                }
             });
         };
         reaper.abort();
@@ -271,6 +302,7 @@ async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>, ov
             .stats
             .refused_connections
             .fetch_add(1, Ordering::Relaxed);
+        shared.count_refused("max-connections");
         let retry = shared.config.retry_after_secs;
         let svc = hyper::service::service_fn(move |_req| async move {
             let mut r = unavailable(retry, "connection limit reached (--max-connections)");
@@ -303,6 +335,7 @@ async fn route(shared: Arc<Shared>, req: Request) -> Response {
                 .stats
                 .refused_forbidden
                 .fetch_add(1, Ordering::Relaxed);
+            shared.count_refused("forbidden");
             return error_response(StatusCode::FORBIDDEN, Value::Null, code::SERVER, why);
         }
     }
@@ -312,6 +345,7 @@ async fn route(shared: Arc<Shared>, req: Request) -> Response {
                 .stats
                 .refused_forbidden
                 .fetch_add(1, Ordering::Relaxed);
+            shared.count_refused("forbidden");
             let mut r = error_response(
                 StatusCode::UNAUTHORIZED,
                 Value::Null,
@@ -356,6 +390,7 @@ async fn read_body(shared: &Shared, req: Request) -> Result<Bytes, Response> {
             .stats
             .refused_oversize
             .fetch_add(1, Ordering::Relaxed);
+        shared.count_refused("max-message-bytes");
         let mut r = error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             Value::Null,
@@ -377,6 +412,9 @@ async fn read_body(shared: &Shared, req: Request) -> Result<Bytes, Response> {
                 .stats
                 .bytes_in
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            if let Some(tm) = &shared.metrics {
+                tm.received.inc_by(bytes.len() as u64);
+            }
             Ok(bytes)
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
@@ -388,6 +426,7 @@ async fn read_body(shared: &Shared, req: Request) -> Result<Bytes, Response> {
         )),
         Err(_) => {
             shared.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            shared.count_refused("timeout");
             let mut r = error_response(
                 StatusCode::REQUEST_TIMEOUT,
                 Value::Null,
@@ -419,6 +458,8 @@ struct PeekParams<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(borrow)]
     uri: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
     #[serde(rename = "_meta", borrow)]
     meta: Option<PeekMeta<'a>>,
 }
@@ -461,6 +502,70 @@ fn stateless_status(reply: &[u8]) -> StatusCode {
 
 fn reply_succeeded(reply: &[u8]) -> bool {
     serde_json::from_slice::<PeekReply>(reply).is_ok_and(|r| r.result.is_some())
+}
+
+/// SEP-2243 custom headers: every argument a tool's schema marks with
+/// `x-mcp-header` travels again in `Mcp-Param-{header}` (verbatim, or
+/// `=?base64?...?=` for values a header cannot carry) and must equal the body.
+fn check_param_headers(
+    headers: &HeaderMap,
+    params: &PeekParams,
+    mirrored: &[(String, String)],
+) -> Result<(), String> {
+    if mirrored.is_empty() {
+        return Ok(());
+    }
+    let args: serde_json::Map<String, Value> = params
+        .arguments
+        .and_then(|a| serde_json::from_str(a.get()).ok())
+        .unwrap_or_default();
+    for (arg, name) in mirrored {
+        let header = header_str(headers, &format!("mcp-param-{name}"));
+        let body = match args.get(arg) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(Cow::Borrowed(s.as_str())),
+            Some(v) => Some(Cow::Owned(v.to_string())),
+        };
+        match (header, body) {
+            (None, None) => {}
+            (None, Some(_)) => {
+                return Err(format!(
+                    "missing Mcp-Param-{name} header for argument {arg:?}"
+                ))
+            }
+            (Some(_), None) => {
+                return Err(format!(
+                    "Mcp-Param-{name} header sent but argument {arg:?} is absent"
+                ))
+            }
+            (Some(h), Some(b)) => {
+                let decoded = decode_param(h)
+                    .ok_or_else(|| format!("Mcp-Param-{name}: invalid Base64 value"))?;
+                if decoded != b {
+                    return Err(format!(
+                        "Mcp-Param-{name} header differs from argument {arg:?}"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A `Mcp-Param-*` value: `=?base64?...?=` decoded (strict, padded
+/// standard alphabet, UTF-8), anything else literal.
+fn decode_param(v: &str) -> Option<Cow<'_, str>> {
+    use base64::Engine as _;
+    match v
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b64) => {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+            String::from_utf8(bytes).ok().map(Cow::Owned)
+        }
+        None => Some(Cow::Borrowed(v)),
+    }
 }
 
 /// 2026-07-28 transport checks of a stateless request (SEP-2243, SEP-2575):
@@ -624,6 +729,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 .stats
                 .refused_sessions
                 .fetch_add(1, Ordering::Relaxed);
+            shared.count_refused("max-sessions");
             return unavailable(
                 shared.config.retry_after_secs,
                 "session limit reached (--max-sessions)",
@@ -663,6 +769,17 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         let method = peek.method.as_deref().unwrap_or("");
         if let Err((code, message)) = check_stateless_headers(&headers, method, &params) {
             return error_response(StatusCode::BAD_REQUEST, raw_id(rid), code, &message);
+        }
+        if let (Some(tool), "tools/call") = (params.name.as_deref(), method) {
+            let mirrored = shared.protocol.param_headers(tool);
+            if let Err(message) = check_param_headers(&headers, &params, mirrored) {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    raw_id(rid),
+                    code::HEADER_MISMATCH,
+                    &message,
+                );
+            }
         }
     }
     let rid = raw_id(rid);
@@ -750,6 +867,7 @@ async fn answer(
                             .stats
                             .refused_sessions
                             .fetch_add(1, Ordering::Relaxed);
+                        shared.count_refused("max-sessions");
                         return unavailable(
                             shared.config.retry_after_secs,
                             "session limit reached (--max-sessions)",
@@ -789,6 +907,7 @@ async fn answer(
                         .stats
                         .refused_sessions
                         .fetch_add(1, Ordering::Relaxed);
+                    shared.count_refused("max-sessions");
                     return unavailable(
                         shared.config.retry_after_secs,
                         "session limit reached (--max-sessions)",

@@ -50,6 +50,12 @@ pub trait Protocol: Send + Sync + 'static {
 
     /// The protocol revisions this engine serves (for `MCP-Protocol-Version`).
     fn supported_versions(&self) -> &[&'static str];
+
+    /// The arguments of `tool` its schema marks `x-mcp-header` (SEP-2243), as
+    /// (argument, header suffix): the transport checks `Mcp-Param-{suffix}`.
+    fn param_headers(&self, _tool: &str) -> &[(String, String)] {
+        &[]
+    }
 }
 
 /// One session's protocol state.
