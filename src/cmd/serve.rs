@@ -1,5 +1,6 @@
 //! `headroom serve`: the bundled MCP server over TCP (newline-delimited
-//! JSON-RPC) or stdio, with its limits, token and Prometheus metrics.
+//! JSON-RPC), stdio and Streamable HTTP, with its limits, token and
+//! Prometheus metrics.
 
 use super::CmdResult;
 use anyhow::{bail, Context};
@@ -15,9 +16,14 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// TCP address to serve newline-delimited JSON-RPC on (port 0: any free port).
-    #[arg(long, default_value = "127.0.0.1:8707")]
-    pub listen: SocketAddr,
+    /// TCP address to serve newline-delimited JSON-RPC on (port 0: any free port)
+    /// [default: 127.0.0.1:8707, unless --http or --stdio is given].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Serve MCP over Streamable HTTP at http://ADDR/mcp (beside --listen when both are given).
+    /// On a loopback address, Host and Origin must name this machine (DNS-rebinding protection).
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
     /// Serve one session over stdin/stdout instead of TCP (for MCP clients that launch servers).
     #[arg(long, conflicts_with = "listen")]
     pub stdio: bool,
@@ -84,6 +90,7 @@ pub fn run(args: Args) -> CmdResult {
         bail!("--max-in-flight must be at least 1");
     }
     let token = args.token_file.as_ref().map(read_token).transpose()?;
+    let http_token = token.clone();
     let mut loader = headroom_preflight::Loader::default();
     if let Some(d) = &args.profiles {
         loader.dirs.insert(0, d.clone());
@@ -139,6 +146,18 @@ pub fn run(args: Args) -> CmdResult {
         metrics.clone(),
     ));
 
+    let http = match args.http {
+        Some(addr) => Some(http::start(
+            addr,
+            &args,
+            http_token,
+            engine.clone(),
+            &metrics,
+        )?),
+        None => None,
+    };
+    let http_addr = http.as_ref().map(|h| h.addr);
+
     if args.stdio {
         state.active.store(1, Ordering::Relaxed);
         let stop = async move {
@@ -154,8 +173,48 @@ pub fn run(args: Args) -> CmdResult {
                 stop,
             ))
             .context("stdio transport")?;
+        if let Some(h) = http {
+            h.stop(Duration::from_secs(args.drain_timeout));
+        }
         return Ok(ExitCode::SUCCESS);
     }
+
+    let listen = match (args.listen, &http) {
+        (Some(l), _) => l,
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], 8707)),
+        (None, Some(h)) => {
+            // Streamable HTTP only.
+            eprintln!(
+                "headroom serve: MCP over Streamable HTTP on http://{}/mcp{}",
+                h.addr,
+                metrics_addr
+                    .map(|a| format!(", metrics on http://{a}/metrics"))
+                    .unwrap_or_default()
+            );
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "http": h.addr.to_string(),
+                        "metrics": metrics_addr.map(|a| a.to_string()),
+                        "pid": std::process::id(),
+                    })
+                );
+            }
+            control.block_on(async {
+                tokio::select! {
+                    _ = sigterm.recv() => {},
+                    _ = sigint.recv() => {},
+                }
+            });
+            let h = http.expect("matched Some");
+            return Ok(if h.stop(Duration::from_secs(args.drain_timeout)) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+    };
 
     let threads = args
         .threads
@@ -174,16 +233,17 @@ pub fn run(args: Args) -> CmdResult {
         line_timeout: Duration::from_secs(args.line_timeout.max(1)),
         ..Default::default()
     };
-    let server = TcpServer::bind(args.listen, layout, limits.backlog)
-        .with_context(|| format!("binding --listen {}", args.listen))?;
+    let server = TcpServer::bind(listen, layout, limits.backlog)
+        .with_context(|| format!("binding --listen {listen}"))?;
     let addr = server.local_addr();
     let running = server
         .start(engine, state.clone(), limits)
         .context("starting the TCP transport")?;
     let ceiling = running.ceiling;
     eprintln!(
-        "headroom serve: MCP over TCP on {addr} ({threads} thread(s), {}), at most {ceiling} connections{}",
+        "headroom serve: MCP over TCP on {addr} ({threads} thread(s), {}), at most {ceiling} connections{}{}",
         args.runtime,
+        http_addr.map(|a| format!(", Streamable HTTP on http://{a}/mcp")).unwrap_or_default(),
         metrics_addr.map(|a| format!(", metrics on http://{a}/metrics")).unwrap_or_default()
     );
     if args.json {
@@ -191,6 +251,7 @@ pub fn run(args: Args) -> CmdResult {
             "{}",
             serde_json::json!({
                 "listen": addr.to_string(),
+                "http": http_addr.map(|a| a.to_string()),
                 "metrics": metrics_addr.map(|a| a.to_string()),
                 "max_connections": ceiling,
                 "threads": threads,
@@ -211,7 +272,8 @@ pub fn run(args: Args) -> CmdResult {
         args.drain_timeout
     );
     running.stop();
-    if running.join(Duration::from_secs(args.drain_timeout)) {
+    let http_drained = http.is_none_or(|h| h.stop(Duration::from_secs(args.drain_timeout)));
+    if running.join(Duration::from_secs(args.drain_timeout)) && http_drained {
         eprintln!("headroom serve: drained, exiting");
         Ok(ExitCode::SUCCESS)
     } else {
@@ -241,5 +303,79 @@ async fn sample_capacity(engine: Arc<Engine>, state: Arc<ServerState>, metrics: 
             engine.resource_updated(CAPACITY_URI);
         }
         last = Some(now);
+    }
+}
+
+/// The Streamable HTTP transport of `headroom serve`: its own multi-thread
+/// runtime (HTTP connections are few and busy, unlike TCP's many idle ones).
+mod http {
+    use super::Args;
+    use anyhow::Context;
+    use headroom_server::http::{EngineProtocol, HttpConfig, HttpServer};
+    use headroom_server::{Engine, Metrics};
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    pub struct Running {
+        pub addr: SocketAddr,
+        runtime: tokio::runtime::Runtime,
+        stop: tokio::sync::oneshot::Sender<()>,
+        served: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    pub fn start(
+        addr: SocketAddr,
+        args: &Args,
+        token: Option<String>,
+        engine: Arc<Engine>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Running> {
+        let threads = args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("headroom-http")
+            .enable_all()
+            .build()
+            .context("building the HTTP runtime")?;
+        let config = HttpConfig {
+            max_connections: args.max_connections.map_or(10_000, |n| n as usize),
+            max_body_bytes: args.max_message_bytes,
+            read_timeout: Duration::from_secs(args.line_timeout.max(1)),
+            token,
+            ..Default::default()
+        };
+        let server = runtime
+            .block_on(HttpServer::bind(addr, config, EngineProtocol::new(engine)))
+            .with_context(|| format!("binding --http {addr}"))?
+            .with_metrics(metrics);
+        let addr = server.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = runtime.spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        Ok(Running {
+            addr,
+            runtime,
+            stop,
+            served,
+        })
+    }
+
+    impl Running {
+        /// Stops accepting, gives open exchanges `drain` to finish; true if
+        /// the accept loop ended cleanly.
+        pub fn stop(self, drain: Duration) -> bool {
+            let _ = self.stop.send(());
+            let ok = self
+                .runtime
+                .block_on(async { tokio::time::timeout(drain, self.served).await })
+                .is_ok_and(|r| r.is_ok_and(|r| r.is_ok()));
+            self.runtime.shutdown_timeout(drain);
+            ok
+        }
     }
 }
