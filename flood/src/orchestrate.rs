@@ -34,6 +34,8 @@ pub struct Plan {
     pub workers: u32,
     pub duration: Duration,
     pub timeout: Duration,
+    /// Connect mode: listen this long on each new connection for a refusal.
+    pub settle: Duration,
     pub fail_streak: u64,
     /// Hold everything this long after the open phase.
     pub hold: Duration,
@@ -89,6 +91,11 @@ impl Plan {
                 "--duration and --timeout must be positive".into(),
             ));
         }
+        if self.settle >= self.timeout {
+            return Err(FloodError::Bounds(
+                "--settle must be shorter than --timeout".into(),
+            ));
+        }
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             return Err(FloodError::Bounds(
                 "--rate must be a non-negative number".into(),
@@ -133,6 +140,7 @@ impl Plan {
                 sources: sources.clone(),
                 duration_ms: self.duration.as_millis() as u64,
                 timeout_ms: self.timeout.as_millis() as u64,
+                settle_ms: self.settle.as_millis() as u64,
                 fail_streak: self.fail_streak.max(1),
                 bomb_ms: self.bomb.as_millis() as u64,
                 window: self.window.max(1),
@@ -252,6 +260,11 @@ fn collect(
             FloodError::Worker(missing, "no report before the deadline".into())
         })?;
         let Some(line) = line else {
+            // A worker that already reported in this phase may end (and
+            // close its pipe) while others are still at work.
+            if got[idx as usize].is_some() {
+                continue;
+            }
             let status = workers.0[idx as usize]
                 .wait()
                 .map(|s| s.to_string())
@@ -333,6 +346,7 @@ mod tests {
             workers: 0,
             duration: Duration::from_secs(30),
             timeout: Duration::from_secs(2),
+            settle: Duration::from_millis(50),
             fail_streak: 100,
             hold: Duration::ZERO,
             bomb: Duration::from_secs(5),

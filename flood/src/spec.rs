@@ -57,6 +57,10 @@ pub struct WorkerSpec {
     pub duration_ms: u64,
     /// Per-attempt timeout (connect, then handshake).
     pub timeout_ms: u64,
+    /// Connect mode: how long to listen on a fresh connection for a
+    /// refusal before counting it as held.
+    #[serde(default)]
+    pub settle_ms: u64,
     /// Consecutive failures that count as the sustained failure that stops the flood.
     pub fail_streak: u64,
     /// Bomb phase: length and requests in flight per session.

@@ -12,7 +12,7 @@ use crate::report::{
 use crate::spec::{Mode, WorkerSpec};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -40,7 +40,11 @@ enum Phase {
 struct State {
     opened: u64,
     dropped: u64,
-    streak: u64,
+    /// Highest attempt index that succeeded, and the failed attempts after it.
+    /// Attempts complete out of order (a refusal is quicker than a
+    /// handshake), so the streak is counted in attempt order, not completion order.
+    last_success: Option<u64>,
+    streak: BTreeSet<u64>,
     stop: bool,
     first_failure_after: Option<u64>,
     failures: Failures,
@@ -54,17 +58,24 @@ struct State {
 type Shared = Rc<RefCell<State>>;
 
 impl State {
-    fn success(&mut self, us: u64) {
+    fn success(&mut self, attempt: u64, us: u64) {
         self.opened += 1;
-        self.streak = 0;
+        if self.last_success.is_none_or(|l| attempt > l) {
+            self.last_success = Some(attempt);
+            self.streak = self.streak.split_off(&(attempt + 1));
+        }
         let _ = self.latency.get_or_insert_with(histogram).record(us.max(1));
     }
 
-    fn failure(&mut self, f: &Failure, fail_streak: u64) {
+    /// A failed attempt (or a held connection the server dropped: then
+    /// `attempt` is the attempt that opened it).
+    fn failure(&mut self, attempt: u64, f: &Failure, fail_streak: u64) {
         self.failures.record(f);
         self.first_failure_after.get_or_insert(self.opened);
-        self.streak += 1;
-        if self.streak >= fail_streak.max(1) {
+        if self.last_success.is_none_or(|l| attempt >= l) {
+            self.streak.insert(attempt);
+        }
+        if self.streak.len() as u64 >= fail_streak.max(1) {
             self.stop = true;
         }
     }
@@ -223,7 +234,6 @@ async fn open_phase(
             .then(|| spec.sources[(i as usize + spec.index as usize) % spec.sources.len()]);
         let (st, spec2, phase) = (st.clone(), spec.clone(), phase.clone());
         tokio::task::spawn_local(async move {
-            let t0 = Instant::now();
             let opened = timeout(
                 Duration::from_millis(spec2.timeout_ms),
                 open_one(&spec2, source),
@@ -236,13 +246,13 @@ async fn open_phase(
                 ))
             });
             match opened {
-                Ok(session) => {
-                    st.borrow_mut().success(t0.elapsed().as_micros() as u64);
+                Ok((session, latency)) => {
+                    st.borrow_mut().success(i, latency.as_micros() as u64);
                     drop(permit);
-                    hold(session, &spec2, &st, phase).await;
+                    hold(session, i, &spec2, &st, phase).await;
                 }
                 Err(f) => {
-                    st.borrow_mut().failure(&f, spec2.fail_streak);
+                    st.borrow_mut().failure(i, &f, spec2.fail_streak);
                     drop(permit);
                 }
             }
@@ -264,7 +274,11 @@ struct Session {
 
 /// socket, optional bind to a source address, connect, and in MCP modes the
 /// initialize handshake.
-async fn open_one(spec: &WorkerSpec, source: Option<IpAddr>) -> Result<Session, Failure> {
+async fn open_one(
+    spec: &WorkerSpec,
+    source: Option<IpAddr>,
+) -> Result<(Session, Duration), Failure> {
+    let t0 = Instant::now();
     let io = |e: io::Error| Failure::from_io(&e);
     let sock = match spec.target {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
@@ -288,7 +302,25 @@ async fn open_one(spec: &WorkerSpec, source: Option<IpAddr>) -> Result<Session, 
         writer: w,
         line: String::new(),
     };
-    if spec.mode.is_mcp() {
+    if spec.mode == Mode::Connect {
+        let latency = t0.elapsed();
+        // A server that refuses does so at once (a line, a close): listen
+        // for a moment before calling the connection held, so that a
+        // refusal breaks the failure streak's count, not a success.
+        if spec.settle_ms > 0 {
+            let settle = Duration::from_millis(spec.settle_ms);
+            if let Ok(r) = timeout(settle, s.reader.read_line(&mut s.line)).await {
+                return Err(match r {
+                    Ok(0) => Failure::new(FailureKind::Closed, "server closed the connection"),
+                    Ok(_) => classify_unsolicited(&s.line),
+                    Err(e) => Failure::from_io(&e),
+                });
+            }
+            s.line.clear();
+        }
+        return Ok((s, latency));
+    }
+    {
         let init = format!(
             concat!(
                 r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{}","#,
@@ -309,7 +341,7 @@ async fn open_one(spec: &WorkerSpec, source: Option<IpAddr>) -> Result<Session, 
             .map_err(io)?;
     }
     s.line = String::new();
-    Ok(s)
+    Ok((s, t0.elapsed()))
 }
 
 async fn read_line(s: &mut Session) -> Result<Reply, Failure> {
@@ -329,7 +361,13 @@ async fn read_line(s: &mut Session) -> Result<Reply, Failure> {
 
 /// Holds one session until Close: anything the server sends while idle ends
 /// it (a refusal line, a close, a reset) and is counted.
-async fn hold(mut s: Session, spec: &WorkerSpec, st: &Shared, mut phase: watch::Receiver<Phase>) {
+async fn hold(
+    mut s: Session,
+    attempt: u64,
+    spec: &WorkerSpec,
+    st: &Shared,
+    mut phase: watch::Receiver<Phase>,
+) {
     // Act once per phase change; sessions only ever see Hold -> Bomb -> Ping -> Close.
     let mut current = *phase.borrow_and_update();
     loop {
@@ -364,7 +402,7 @@ async fn hold(mut s: Session, spec: &WorkerSpec, st: &Shared, mut phase: watch::
                 };
                 let mut g = st.borrow_mut();
                 g.dropped += 1;
-                g.failure(&f, spec.fail_streak);
+                g.failure(attempt, &f, spec.fail_streak);
                 return;
             }
         }
@@ -533,4 +571,33 @@ pub fn raise_nofile() -> u64 {
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
     }
     nofile_soft()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_streak_counts_in_attempt_order() {
+        let f = Failure::new(FailureKind::Eaddrnotavail, "x");
+        let mut s = State::default();
+        s.failure(5, &f, 3);
+        s.failure(6, &f, 3);
+        // An older attempt's success completing late does not break the streak.
+        s.success(4, 10);
+        assert_eq!(s.streak.len(), 2);
+        assert!(!s.stop);
+        // A later attempt's success does.
+        s.success(7, 10);
+        assert!(s.streak.is_empty());
+        // Nor does a failure older than the last success join the streak.
+        s.failure(3, &f, 3);
+        assert!(s.streak.is_empty());
+        for i in 8..11 {
+            s.failure(i, &f, 3);
+        }
+        assert!(s.stop);
+        assert_eq!((s.opened, s.failures.total()), (2, 6));
+        assert_eq!(s.first_failure_after, Some(0));
+    }
 }

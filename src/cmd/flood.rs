@@ -43,6 +43,10 @@ pub struct Args {
     /// Timeout of one attempt (connect plus handshake) and of one reply.
     #[arg(long, default_value = "3s", value_parser = headroom_flood::parse_duration)]
     timeout: Duration,
+    /// Connect mode: listen this long on each new connection for a refusal
+    /// line or close before counting it as held.
+    #[arg(long, default_value = "50ms", value_parser = headroom_flood::parse_duration)]
+    settle: Duration,
     /// Consecutive failures that make the breaking point.
     #[arg(long, default_value_t = 50)]
     fail_streak: u64,
@@ -100,6 +104,7 @@ pub fn run(args: Args) -> CmdResult {
         workers: args.workers,
         duration: args.duration,
         timeout: args.timeout,
+        settle: args.settle,
         fail_streak: args.fail_streak,
         hold: args.hold,
         bomb: args.bomb_duration,
