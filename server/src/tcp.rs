@@ -69,6 +69,22 @@ pub enum Layout {
     MultiThread(usize),
 }
 
+/// One process of a multi-process service (`serve --workers`, see
+/// [`crate::workers`]): service-wide admission, and somewhere to send a
+/// connection this process has no room for.
+pub trait Service: Send + Sync {
+    /// Counts a connection this process is about to serve against the
+    /// service-wide limit; `Err((reason, refusal line))` when it is full.
+    fn admit(&self) -> Result<(), (&'static str, Vec<u8>)>;
+    /// An admitted connection closed.
+    fn release(&self);
+    /// This process is at its ceiling: pass the connection (its fd) on.
+    /// True when it was passed; the caller then closes its copy.
+    fn overflow(&self, fd: std::os::fd::RawFd) -> bool;
+    /// A connection passed in arrived (before the ceiling check).
+    fn adopted(&self);
+}
+
 /// Listeners bound and runtimes built, not yet serving: the caller opens
 /// whatever else it needs (metrics, signals) before [`TcpServer::start`]
 /// counts the process's fds and fixes the connection ceiling.
@@ -77,7 +93,11 @@ pub struct TcpServer {
     runtimes: Vec<Runtime>,
     layout: Layout,
     local_addr: SocketAddr,
+    service: Option<(Arc<dyn Service>, AdoptedRx)>,
 }
+
+/// Connections passed in by a `--workers` supervisor, served by the first runtime.
+pub type AdoptedRx = tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>;
 
 fn bind_one(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
@@ -122,7 +142,14 @@ impl TcpServer {
             runtimes,
             layout,
             local_addr,
+            service: None,
         })
+    }
+
+    /// Makes this server one worker of a service (see [`Service`]).
+    pub fn with_service(mut self, service: Arc<dyn Service>, adopted: AdoptedRx) -> TcpServer {
+        self.service = Some((service, adopted));
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -158,6 +185,10 @@ impl TcpServer {
         };
         state.ceiling.store(ceiling, Ordering::Relaxed);
         let tm = engine.metrics.as_ref().map(|m| m.transport(Transport::Tcp));
+        let (service, mut adopted) = match self.service {
+            Some((s, rx)) => (Some(s), Some(rx)),
+            None => (None, None),
+        };
         if let Some(m) = &engine.metrics {
             m.connections_max.set(ceiling as i64);
         }
@@ -168,6 +199,7 @@ impl TcpServer {
             ceiling,
             reason,
             tm,
+            service,
         });
         let mut threads = Vec::new();
         let mut locals = Vec::new();
@@ -178,6 +210,7 @@ impl TcpServer {
             locals.push(local.clone());
             let shared = shared.clone();
             let std_listener = listeners.next().expect("one listener per runtime");
+            let adopted = adopted.take();
             let name = format!("headroom-tcp-{i}");
             threads.push(std::thread::Builder::new().name(name).spawn(move || {
                 rt.block_on(async move {
@@ -188,7 +221,7 @@ impl TcpServer {
                             return;
                         }
                     };
-                    accept_loop(listener, shared, local.clone()).await;
+                    accept_loop(listener, adopted, shared, local.clone()).await;
                     local.wait_idle().await;
                 });
                 // Connections still open past the drain are cut here.
@@ -258,6 +291,7 @@ struct Shared {
     ceiling: u64,
     reason: Reason,
     tm: Option<Arc<TransportMetrics>>,
+    service: Option<Arc<dyn Service>>,
 }
 
 impl Shared {
@@ -309,7 +343,12 @@ impl Local {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, local: Arc<Local>) {
+async fn accept_loop(
+    listener: TcpListener,
+    mut adopted: Option<AdoptedRx>,
+    shared: Arc<Shared>,
+    local: Arc<Local>,
+) {
     loop {
         let stop = local.notify.notified();
         if local.stopping.load(Ordering::SeqCst) {
@@ -318,10 +357,16 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, local: Arc<Loca
         let accepted = tokio::select! {
             biased;
             _ = stop => return,
-            r = listener.accept() => r,
+            r = listener.accept() => r.map(|(s, _)| s),
+            Some(s) = async { adopted.as_mut()?.recv().await }, if adopted.is_some() => {
+                if let Some(svc) = &shared.service {
+                    svc.adopted();
+                }
+                TcpStream::from_std(s)
+            }
         };
         let stream = match accepted {
-            Ok((s, _)) => s,
+            Ok(s) => s,
             Err(e) => {
                 // EMFILE/ENFILE: the reserve was eaten by something else.
                 // Back off instead of spinning on a full queue.
@@ -337,8 +382,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, local: Arc<Loca
         let st = &shared.state;
         if st.active.fetch_add(1, Ordering::SeqCst) >= shared.ceiling {
             st.active.fetch_sub(1, Ordering::SeqCst);
+            // A worker of a service hands what it cannot hold to a sibling.
+            if let Some(svc) = &shared.service {
+                use std::os::fd::AsRawFd;
+                if svc.overflow(stream.as_raw_fd()) {
+                    continue;
+                }
+            }
             st.refused.fetch_add(1, Ordering::Relaxed);
             let (reason, line) = shared.refusal();
+            if let Some(tm) = &shared.tm {
+                tm.refused(reason);
+            }
+            refuse(stream, &line);
+            continue;
+        }
+        if let Some(Err((reason, line))) = shared.service.as_ref().map(|s| s.admit()) {
+            st.active.fetch_sub(1, Ordering::SeqCst);
+            st.refused.fetch_add(1, Ordering::Relaxed);
             if let Some(tm) = &shared.tm {
                 tm.refused(reason);
             }
@@ -384,6 +445,9 @@ struct ConnGuard<'a> {
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
         self.shared.state.active.fetch_sub(1, Ordering::SeqCst);
+        if let Some(svc) = &self.shared.service {
+            svc.release();
+        }
         if let Some(tm) = &self.shared.tm {
             tm.active.dec();
         }
