@@ -59,4 +59,6 @@ pub mod exporter;
 pub mod framing;
 pub mod http;
 pub mod stdio;
+pub mod supervisor;
 pub mod tcp;
+pub mod workers;

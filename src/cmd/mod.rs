@@ -9,6 +9,7 @@ pub mod manpages;
 pub mod preflight;
 pub mod probe;
 pub mod serve;
+pub mod serve_workers;
 pub mod status;
 pub mod top;
 pub mod up;

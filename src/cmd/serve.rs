@@ -70,6 +70,16 @@ pub struct Args {
     /// Entries per page of tools/list, resources/list and prompts/list.
     #[arg(long, default_value_t = 50, hide = true)]
     pub page_size: usize,
+    /// Worker processes sharing the port (SO_REUSEPORT), each with its own fd table, under one
+    /// supervisor; `auto`: enough that the per-process fd limit does not bind --max-connections.
+    #[arg(long, value_name = "N|auto")]
+    pub workers: Option<String>,
+    /// Internal: this process is worker N of a `--workers` service.
+    #[arg(long, hide = true, requires = "worker_fds")]
+    pub worker_index: Option<usize>,
+    /// Internal: the worker table and channel descriptors, `SHM,CHAN`.
+    #[arg(long, hide = true)]
+    pub worker_fds: Option<String>,
 }
 
 fn read_token(path: &PathBuf) -> anyhow::Result<String> {
@@ -83,6 +93,9 @@ fn read_token(path: &PathBuf) -> anyhow::Result<String> {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    if let Some(spec) = &args.workers {
+        return super::serve_workers::supervise(&args, spec);
+    }
     if args.max_message_bytes < 64 {
         bail!("--max-message-bytes must be at least 64");
     }
@@ -236,10 +249,18 @@ pub fn run(args: Args) -> CmdResult {
     let server = TcpServer::bind(listen, layout, limits.backlog)
         .with_context(|| format!("binding --listen {listen}"))?;
     let addr = server.local_addr();
+    let (server, worker) = super::serve_workers::attach(&args, server)?;
     let running = server
         .start(engine, state.clone(), limits)
         .context("starting the TCP transport")?;
     let ceiling = running.ceiling;
+    let mut supervisor_gone = match worker {
+        Some(w) => {
+            w.ready(ceiling);
+            control.spawn(w.channel(metrics.clone()))
+        }
+        None => control.spawn(std::future::pending()),
+    };
     eprintln!(
         "headroom serve: MCP over TCP on {addr} ({threads} thread(s), {}), at most {ceiling} connections{}{}",
         args.runtime,
@@ -264,6 +285,7 @@ pub fn run(args: Args) -> CmdResult {
         tokio::select! {
             _ = sigterm.recv() => {},
             _ = sigint.recv() => {},
+            _ = &mut supervisor_gone => {},
         }
     });
     let open = running.connections();
