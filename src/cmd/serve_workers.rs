@@ -11,6 +11,7 @@ use headroom_server::tcp::TcpServer;
 use headroom_server::workers::{self, Shm, WorkerLink};
 use headroom_server::Metrics;
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -67,14 +68,14 @@ fn worker_args(a: &Args) -> Vec<OsString> {
 
 /// Runs the supervisor of `--workers`.
 pub fn supervise(a: &Args, spec: &str) -> CmdResult {
-    if a.stdio {
-        bail!("--workers serves TCP; it does not combine with --stdio");
+    if a.stdio || a.http.is_some() {
+        bail!("--workers serves newline-delimited JSON-RPC over TCP; it does not combine with --stdio or --http");
     }
     let n = worker_count(spec, a.max_connections)?;
     let exe = std::env::current_exe().context("cannot find our own executable for workers")?;
     let plan = Plan {
         workers: n,
-        listen: a.listen,
+        listen: a.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8707))),
         max_connections: a.max_connections,
         metrics: a.metrics,
         drain_timeout: Duration::from_secs(a.drain_timeout),
