@@ -273,7 +273,13 @@ fn token_is_required_and_never_echoed() {
     std::fs::write(&file, "correct-horse\n").unwrap();
     let srv = Server::start(&["--token-file", file.to_str().unwrap()]);
     let mut c = srv.connect();
-    let r = c.initialize("2025-11-25");
+    // A bare request, not `initialize()`: its trailing notification could meet
+    // the server's close and fail with EPIPE.
+    let r = c.request(
+        json!(0),
+        "initialize",
+        json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+    );
     assert_eq!(r["error"]["code"], -32004);
     assert!(!r.to_string().contains("correct-horse"));
     assert!(c.closed());

@@ -146,10 +146,16 @@ impl Client {
     }
 
     /// True when the server closed the connection (EOF or reset) within the read timeout.
+    /// One read decides: a reset is reported once and then reads as EOF, so
+    /// reading twice (once per outcome) would miss it.
     pub fn closed(&mut self) -> bool {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
         let mut buf = [0u8; 64];
-        matches!(self.reader.read(&mut buf), Ok(0))
-            || matches!(self.reader.read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        match self.reader.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe),
+            Ok(_) => false,
+        }
     }
 
     pub fn request(&mut self, id: Value, method: &str, params: Value) -> Value {
