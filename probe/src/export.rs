@@ -56,6 +56,120 @@ fn clamp(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The capacity model's gauges, in the one layout every headroom target
+/// exports (`headroom probe --listen`, `headroom serve --metrics`, and a
+/// `serve --workers` supervisor for its whole service), so the rules, the
+/// dashboard, `headroom fleet` and `headroom top --remote` read them alike:
+/// the connections held, the predicted maximum labelled with its binding
+/// constraint, and per constraint its limit, usage, headroom in connections
+/// and a binding flag.
+pub struct CapacityGauges {
+    connections: IntGauge,
+    predicted: IntGaugeVec,
+    limit: IntGaugeVec,
+    used: IntGaugeVec,
+    headroom: IntGaugeVec,
+    binding: IntGaugeVec,
+}
+
+impl CapacityGauges {
+    /// The metric families this layout owns.
+    pub const NAMES: [&'static str; 6] = [
+        m::CONNECTIONS,
+        m::PREDICTED_MAX_CONNECTIONS,
+        m::CONSTRAINT_LIMIT,
+        m::CONSTRAINT_USED,
+        m::CONSTRAINT_HEADROOM,
+        m::CONSTRAINT_BINDING,
+    ];
+
+    /// Creates the gauges and registers them in `r`.
+    pub fn register(r: &Registry) -> prometheus::Result<CapacityGauges> {
+        let c = &["constraint"];
+        Ok(CapacityGauges {
+            connections: gauge0(r, m::CONNECTIONS, "TCP connections the target holds.")?,
+            predicted: gauge(
+                r,
+                m::PREDICTED_MAX_CONNECTIONS,
+                "Predicted maximum concurrent connections (minimum over constraints).",
+                c,
+            )?,
+            limit: gauge(
+                r,
+                m::CONSTRAINT_LIMIT,
+                "Limit of each constraint, in its unit.",
+                c,
+            )?,
+            used: gauge(
+                r,
+                m::CONSTRAINT_USED,
+                "Usage of each constraint, in its unit.",
+                c,
+            )?,
+            headroom: gauge(
+                r,
+                m::CONSTRAINT_HEADROOM,
+                "Connections each constraint still allows.",
+                c,
+            )?,
+            binding: gauge(
+                r,
+                m::CONSTRAINT_BINDING,
+                "1 for the constraint that binds first.",
+                c,
+            )?,
+        })
+    }
+
+    /// Replaces the exported values with `p`. Series of a constraint the
+    /// prediction no longer has (conntrack unloaded, a cgroup limit lifted)
+    /// and of a previous binding constraint disappear instead of lingering.
+    pub fn set(&self, p: &Prediction) {
+        for g in [
+            &self.predicted,
+            &self.limit,
+            &self.used,
+            &self.headroom,
+            &self.binding,
+        ] {
+            g.reset();
+        }
+        self.connections.set(clamp(p.connections));
+        self.predicted
+            .with_label_values(&[&p.binding])
+            .set(clamp(p.predicted_max_connections));
+        for c in &p.constraints {
+            let n = [c.name.as_str()];
+            self.limit.with_label_values(&n).set(clamp(c.limit));
+            self.used.with_label_values(&n).set(clamp(c.used));
+            self.headroom
+                .with_label_values(&n)
+                .set(clamp(c.headroom_connections));
+            self.binding
+                .with_label_values(&n)
+                .set(i64::from(c.name == p.binding));
+        }
+    }
+}
+
+/// The text exposition of `p` alone, in the [`CapacityGauges`] layout.
+pub fn render_prediction(p: &Prediction) -> String {
+    let r = Registry::new();
+    match CapacityGauges::register(&r) {
+        Ok(g) => g.set(p),
+        Err(_) => return String::new(),
+    }
+    encode(&r)
+}
+
+fn encode(r: &Registry) -> String {
+    let mut buf = Vec::new();
+    if TextEncoder::new().encode(&r.gather(), &mut buf).is_err() {
+        return String::new();
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
 /// Builds a registry holding `reading` (counters carry the kernel's totals).
 pub fn registry(reading: &Reading) -> prometheus::Result<Registry> {
     let r = Registry::new();
@@ -201,59 +315,13 @@ pub fn registry(reading: &Reading) -> prometheus::Result<Registry> {
     .set(clamp(s.port_range_size()));
 
     // What the model predicts.
-    gauge0(&r, m::CONNECTIONS, "TCP connections the target holds.")?.set(clamp(p.connections));
-    gauge(
-        &r,
-        m::PREDICTED_MAX_CONNECTIONS,
-        "Predicted maximum concurrent connections (minimum over constraints).",
-        &["constraint"],
-    )?
-    .with_label_values(&[&p.binding])
-    .set(clamp(p.predicted_max_connections));
-    let cl = gauge(
-        &r,
-        m::CONSTRAINT_LIMIT,
-        "Limit of each constraint, in its unit.",
-        &["constraint"],
-    )?;
-    let cu = gauge(
-        &r,
-        m::CONSTRAINT_USED,
-        "Usage of each constraint, in its unit.",
-        &["constraint"],
-    )?;
-    let ch = gauge(
-        &r,
-        m::CONSTRAINT_HEADROOM,
-        "Connections each constraint still allows.",
-        &["constraint"],
-    )?;
-    let cb = gauge(
-        &r,
-        m::CONSTRAINT_BINDING,
-        "1 for the constraint that binds first.",
-        &["constraint"],
-    )?;
-    for c in &p.constraints {
-        let n = c.name.as_str();
-        cl.with_label_values(&[n]).set(clamp(c.limit));
-        cu.with_label_values(&[n]).set(clamp(c.used));
-        ch.with_label_values(&[n])
-            .set(clamp(c.headroom_connections));
-        cb.with_label_values(&[n])
-            .set(i64::from(c.name == p.binding));
-    }
+    CapacityGauges::register(&r)?.set(p);
     Ok(r)
 }
 
 /// The text exposition format of `reading`.
 pub fn render(reading: &Reading) -> String {
-    let mut buf = Vec::new();
-    let families = registry(reading).map(|r| r.gather()).unwrap_or_default();
-    if TextEncoder::new().encode(&families, &mut buf).is_err() {
-        return String::new();
-    }
-    String::from_utf8(buf).unwrap_or_default()
+    registry(reading).map(|r| encode(&r)).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -298,5 +366,84 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
+    }
+
+    fn constraint(name: &str, limit: u64, used: u64, headroom: u64) -> headroom_core::Constraint {
+        headroom_core::Constraint {
+            name: name.into(),
+            scope: headroom_core::Scope::Process,
+            unit: "fds".into(),
+            limit,
+            used,
+            reserve: 0,
+            headroom,
+            per_connection: 1,
+            headroom_connections: headroom,
+            max_connections: 5 + headroom,
+            explanation: String::new(),
+            remedy: String::new(),
+        }
+    }
+
+    #[test]
+    fn capacity_layout_replaces_stale_series() {
+        let mut p = Prediction {
+            connections: 5,
+            predicted_max_connections: 189,
+            binding: "nofile".into(),
+            constraints: vec![
+                constraint("nofile", 256, 35, 184),
+                constraint("conntrack", 262144, 10, 262134),
+            ],
+            processes: 1,
+            next_wall: None,
+        };
+        let text = render_prediction(&p);
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                "headroom_connections 5",
+                "headroom_constraint_binding{constraint=\"conntrack\"} 0",
+                "headroom_constraint_binding{constraint=\"nofile\"} 1",
+                "headroom_constraint_headroom{constraint=\"conntrack\"} 262134",
+                "headroom_constraint_headroom{constraint=\"nofile\"} 184",
+                "headroom_constraint_limit{constraint=\"conntrack\"} 262144",
+                "headroom_constraint_limit{constraint=\"nofile\"} 256",
+                "headroom_constraint_used{constraint=\"conntrack\"} 10",
+                "headroom_constraint_used{constraint=\"nofile\"} 35",
+                "headroom_predicted_max_connections{constraint=\"nofile\"} 189",
+            ]
+        );
+
+        // The same gauges, set again: conntrack gone, memory binding now.
+        let r = Registry::new();
+        let g = CapacityGauges::register(&r).unwrap();
+        g.set(&p);
+        p.constraints = vec![constraint("memory", 1000, 10, 7)];
+        p.binding = "memory".into();
+        p.predicted_max_connections = 12;
+        g.set(&p);
+        let text = encode(&r);
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                "headroom_connections 5",
+                "headroom_constraint_binding{constraint=\"memory\"} 1",
+                "headroom_constraint_headroom{constraint=\"memory\"} 7",
+                "headroom_constraint_limit{constraint=\"memory\"} 1000",
+                "headroom_constraint_used{constraint=\"memory\"} 10",
+                "headroom_predicted_max_connections{constraint=\"memory\"} 12",
+            ]
+        );
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap())
+            .collect();
+        let mut names = CapacityGauges::NAMES.to_vec();
+        names.sort_unstable();
+        assert_eq!(families, names);
     }
 }

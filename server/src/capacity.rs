@@ -133,3 +133,17 @@ pub fn capacity(connections: u64) -> (Snapshot, Prediction) {
     let p = predict(&snap, &ModelConfig::default());
     (snap, p)
 }
+
+/// The capacity of a `serve --workers` service: its worker processes as one
+/// target (per-process limits summed, system-wide ones counted once), each
+/// holding the connections it counts itself (`(pid, connections)`).
+pub fn service(workers: &[(u32, u64)]) -> Result<Prediction, headroom_probe::Error> {
+    let pids = workers.iter().map(|&(pid, _)| pid).collect();
+    let mut snap = headroom_probe::snapshot(&headroom_probe::Target::Pids(pids))?;
+    for p in &mut snap.processes {
+        if let Some(&(_, n)) = workers.iter().find(|&&(pid, _)| pid == p.pid) {
+            p.connections = n;
+        }
+    }
+    Ok(predict(&snap, &ModelConfig::default()))
+}

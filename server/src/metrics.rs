@@ -3,6 +3,7 @@
 //! message: the hot path touches only atomics.
 
 use headroom_core::metrics as names;
+use headroom_probe::export::CapacityGauges;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -19,7 +20,8 @@ pub struct Metrics {
     accepted: IntCounterVec,
     refused: IntCounterVec,
     pub connections_max: IntGauge,
-    pub predicted_max: IntGauge,
+    /// The model's prediction for this process, in the probe's layout.
+    capacity: CapacityGauges,
     messages: IntCounterVec,
     errors: IntCounterVec,
     latency: HistogramVec,
@@ -41,7 +43,10 @@ pub struct TransportMetrics {
     refused: IntCounterVec,
 }
 
-const METHODS: [&str; 22] = [
+/// The `method` label values of the messages counter: the methods the
+/// protocol knows, then `invalid`, `response` and `other` (bounded: a client
+/// cannot grow the label set).
+pub const METHOD_LABELS: [&str; 22] = [
     "initialize",
     "ping",
     "server/discover",
@@ -123,11 +128,6 @@ impl Metrics {
             "Connection ceiling: min(--max-connections, fd capacity at start)",
         )
         .unwrap();
-        let predicted_max = IntGauge::new(
-            names::PREDICTED_MAX_CONNECTIONS,
-            "The capacity model's maximum for this process at the last sample",
-        )
-        .unwrap();
         let messages = IntCounterVec::new(
             Opts::new(
                 names::SERVER_MESSAGES_TOTAL,
@@ -174,7 +174,6 @@ impl Metrics {
             Box::new(accepted.clone()),
             Box::new(refused.clone()),
             Box::new(connections_max.clone()),
-            Box::new(predicted_max.clone()),
             Box::new(messages.clone()),
             Box::new(errors.clone()),
             Box::new(latency.clone()),
@@ -183,13 +182,14 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
+        let capacity = CapacityGauges::register(&registry).expect("metric names are unique");
         Arc::new(Metrics {
             registry,
             active,
             accepted,
             refused,
             connections_max,
-            predicted_max,
+            capacity,
             messages,
             errors,
             latency,
@@ -213,7 +213,7 @@ impl Metrics {
             received: self.received.with_label_values(&[l]),
             sent: self.sent.with_label_values(&[l]),
             latency: self.latency.with_label_values(&[l]),
-            messages: METHODS
+            messages: METHOD_LABELS
                 .iter()
                 .map(|m| (*m, self.messages.with_label_values(&[l, m])))
                 .collect(),
@@ -222,6 +222,13 @@ impl Metrics {
         });
         v.push(t.clone());
         t
+    }
+
+    /// Exports a prediction of this process's capacity under the names and
+    /// labels `headroom probe` uses, so the rules and `headroom fleet` read a
+    /// server and a probe alike (and name its binding constraint).
+    pub fn set_prediction(&self, p: &headroom_core::Prediction) {
+        self.capacity.set(p);
     }
 
     /// The text exposition format.

@@ -1254,31 +1254,11 @@ fn shape_tool_output(o: ToolOutput, mode: Mode) -> Map<String, Value> {
 
 /// Bounded label set for the messages metric.
 fn metric_method(m: &str) -> &'static str {
-    const KNOWN: [&str; 22] = [
-        "initialize",
-        "ping",
-        "server/discover",
-        "tools/list",
-        "tools/call",
-        "resources/list",
-        "resources/read",
-        "resources/templates/list",
-        "resources/subscribe",
-        "resources/unsubscribe",
-        "prompts/list",
-        "prompts/get",
-        "completion/complete",
-        "logging/setLevel",
-        "subscriptions/listen",
-        "notifications/initialized",
-        "notifications/cancelled",
-        "notifications/progress",
-        "notifications/roots/list_changed",
-        "invalid",
-        "response",
-        "other",
-    ];
-    KNOWN.iter().copied().find(|k| *k == m).unwrap_or("other")
+    crate::metrics::METHOD_LABELS
+        .iter()
+        .copied()
+        .find(|k| *k == m)
+        .unwrap_or("other")
 }
 
 #[cfg(test)]

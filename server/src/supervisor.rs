@@ -7,6 +7,7 @@
 //! `headroom status --port` sees exactly the workers.
 
 use crate::workers::{self, channel, recv, send, tag, Shm, MAX_MESSAGE, READY, STARTING};
+use headroom_probe::export::CapacityGauges;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
@@ -20,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
 
 /// What the supervisor is asked to run.
@@ -255,7 +256,11 @@ async fn supervise(plan: Plan) -> Result<bool, Error> {
     }
 
     if let Some(l) = metrics_listener {
-        tokio::task::spawn_local(serve_metrics(l, sup.clone()));
+        let sup = sup.clone();
+        tokio::task::spawn_local(crate::exporter::serve(l, move || {
+            let sup = sup.clone();
+            async move { scrape(&sup).await }
+        }));
     }
     {
         let s = sup.borrow();
@@ -518,14 +523,19 @@ async fn read_channel(
 }
 
 /// One scrape: every live worker's page (labelled `worker="i"`) merged
-/// with the supervisor's own counters.
+/// with the supervisor's own counters and one service-wide capacity
+/// prediction. The workers' own capacity gauges are dropped: per-worker
+/// predictions next to the service's would double every `sum`.
 async fn scrape(sup: &Rc<RefCell<Sup>>) -> String {
     let mut pending = Vec::new();
+    let mut held = Vec::new();
     {
         let mut s = sup.borrow_mut();
+        let shm = s.shm.clone();
         let live: Vec<usize> = s.live().map(|(i, _)| i).collect();
         for i in live {
             let p = s.procs[i].as_mut().expect("live");
+            held.push((p.pid, shm.slots[i].active.load(Ordering::SeqCst)));
             let (tx, rx) = oneshot::channel();
             if send(p.chan.as_raw_fd(), &[tag::METRICS], None).is_ok() {
                 p.waiters.push_back(tx);
@@ -533,14 +543,44 @@ async fn scrape(sup: &Rc<RefCell<Sup>>) -> String {
             }
         }
     }
+    // /proc and sock_diag reads block: off the supervisor's only thread,
+    // while the workers answer.
+    let capacity = tokio::task::spawn_blocking(move || crate::capacity::service(&held));
     let mut pages = Vec::new();
     for (i, rx) in pending {
         if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
-            pages.push((Some(i.to_string()), text));
+            pages.push((
+                Some(i.to_string()),
+                without_families(&text, &CapacityGauges::NAMES),
+            ));
         }
     }
-    pages.push((None, own_metrics(&sup.borrow())));
+    let mut own = own_metrics(&sup.borrow());
+    // A worker that died mid-snapshot: no prediction this scrape rather than a wrong one.
+    if let Ok(Ok(p)) = capacity.await {
+        own.push_str(&headroom_probe::export::render_prediction(&p));
+    }
+    pages.push((None, own));
     merge_pages(&pages)
+}
+
+/// `text` without the samples, HELP and TYPE lines of the families `names`.
+fn without_families(text: &str, names: &[&str]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let name = match line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+        {
+            Some(rest) => rest.split(' ').next().unwrap_or_default(),
+            None => &line[..line.find(['{', ' ']).unwrap_or(line.len())],
+        };
+        if !names.contains(&name) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn own_metrics(s: &Sup) -> String {
@@ -655,53 +695,6 @@ fn label(line: &str, worker: &str) -> String {
     }
 }
 
-async fn serve_metrics(listener: tokio::net::TcpListener, sup: Rc<RefCell<Sup>>) {
-    loop {
-        let Ok((mut s, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
-        };
-        let sup = sup.clone();
-        tokio::task::spawn_local(async move {
-            let mut head = Vec::with_capacity(512);
-            let mut buf = [0u8; 1024];
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return false,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                true
-            })
-            .await;
-            if read != Ok(true) {
-                return;
-            }
-            let ok = head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?");
-            let (status, ctype, body) = if ok {
-                (
-                    "200 OK",
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    scrape(&sup).await,
-                )
-            } else {
-                (
-                    "404 Not Found",
-                    "text/plain",
-                    "not found: try /metrics\n".to_string(),
-                )
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
-            let _ = s.shutdown().await;
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,6 +713,17 @@ mod tests {
              # HELP h_seconds H\n# TYPE h_seconds histogram\n\
              h_seconds_bucket{worker=\"1\",le=\"0.1\"} 2\nh_seconds_sum{worker=\"1\"} 0.5\nh_seconds_count{worker=\"1\"} 2\n\
              # HELP w Workers\n# TYPE w gauge\nw 2\n"
+        );
+    }
+
+    #[test]
+    fn worker_capacity_families_are_dropped_whole() {
+        let page = "# HELP headroom_connections C\n# TYPE headroom_connections gauge\nheadroom_connections 3\n\
+                    # HELP headroom_constraint_limit L\n# TYPE headroom_constraint_limit gauge\nheadroom_constraint_limit{constraint=\"nofile\"} 512\n\
+                    # HELP headroom_connections_other O\n# TYPE headroom_connections_other gauge\nheadroom_connections_other 1\n";
+        assert_eq!(
+            without_families(page, &CapacityGauges::NAMES),
+            "# HELP headroom_connections_other O\n# TYPE headroom_connections_other gauge\nheadroom_connections_other 1\n"
         );
     }
 }

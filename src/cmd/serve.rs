@@ -151,7 +151,11 @@ pub fn run(args: Args) -> CmdResult {
     })?;
     let _guard = control.enter();
     if let Some(l) = metrics_listener {
-        control.spawn(headroom_server::exporter::serve(l, metrics.clone()));
+        let metrics = metrics.clone();
+        control.spawn(headroom_server::exporter::serve(l, move || {
+            let page = metrics.render();
+            std::future::ready(page)
+        }));
     }
     control.spawn(sample_capacity(
         engine.clone(),
@@ -304,9 +308,10 @@ pub fn run(args: Args) -> CmdResult {
     }
 }
 
-/// Samples this process's capacity every 2 s: exports the predicted maximum
-/// and tells subscribers of headroom://capacity when the binding limit or the
-/// predicted maximum changed.
+/// Samples this process's capacity every 2 s: exports the prediction (per
+/// constraint, as the probe does) and tells subscribers of
+/// headroom://capacity when the binding limit or the predicted maximum
+/// changed.
 async fn sample_capacity(engine: Arc<Engine>, state: Arc<ServerState>, metrics: Arc<Metrics>) {
     let mut last: Option<(String, u64)> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -317,9 +322,7 @@ async fn sample_capacity(engine: Arc<Engine>, state: Arc<ServerState>, metrics: 
             tokio::task::spawn_blocking(move || headroom_server::capacity::capacity(active))
                 .await
                 .unwrap_or_else(|_| headroom_server::capacity::capacity(active));
-        metrics
-            .predicted_max
-            .set(p.predicted_max_connections as i64);
+        metrics.set_prediction(&p);
         let now = (p.binding.clone(), p.predicted_max_connections);
         if last.as_ref().is_some_and(|l| *l != now) {
             engine.resource_updated(CAPACITY_URI);
