@@ -274,3 +274,55 @@ fn profiles_configmap_carries_profiles_exactly() {
         );
     }
 }
+
+/// Every image the manifests run is the one deploy/container/Dockerfile
+/// builds, at this version, from the .deb (whose binary is its entrypoint):
+/// nothing references an artifact the repository has no recipe for.
+#[test]
+fn manifests_run_the_image_the_repo_builds() {
+    let want = format!("ghcr.io/headroom-rs/headroom:{}", env!("CARGO_PKG_VERSION"));
+    let mut images = Vec::new();
+    for entry in std::fs::read_dir(fleet::deploy("kubernetes")).unwrap() {
+        let path = entry.unwrap().path();
+        for line in fleet::read(&path).lines() {
+            if let Some(image) = line.trim().strip_prefix("image:") {
+                images.push((
+                    path.file_name().unwrap().to_owned(),
+                    image.trim().to_string(),
+                ));
+            }
+        }
+    }
+    let mut files: Vec<_> = images.iter().map(|(f, _)| f.to_str().unwrap()).collect();
+    files.sort_unstable();
+    assert_eq!(files, ["preflight-job.yaml", "probe-daemonset.yaml"]);
+    for (file, image) in &images {
+        assert_eq!(image, &want, "{file:?}");
+    }
+
+    let docker = fleet::read(&fleet::deploy("container/Dockerfile"));
+    assert!(
+        docker.contains(&format!("-t {want} target/debian")),
+        "the Dockerfile's build line names {want}"
+    );
+    let instr: Vec<&str> = docker
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with(' ') && !l.is_empty())
+        .collect();
+    assert_eq!(
+        instr,
+        [
+            "FROM debian:bookworm-slim",
+            "COPY headroom_*.deb /tmp/",
+            "RUN apt-get update \\",
+            "ENTRYPOINT [\"/usr/bin/headroom\"]",
+            "CMD [\"--help\"]",
+        ]
+    );
+    // The .deb build.sh makes is what COPY picks up, with the binary where
+    // ENTRYPOINT looks.
+    assert!(fleet::read(&fleet::deploy("deb/build.sh"))
+        .contains("Output: target/debian/headroom_VERSION-1_ARCH.deb"));
+    let cargo = fleet::read(&fleet::repo().join("Cargo.toml"));
+    assert!(cargo.contains(r#"["target/release/headroom", "usr/bin/", "755"]"#));
+}
