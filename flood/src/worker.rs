@@ -134,7 +134,13 @@ pub fn run(
             let sessions = st.borrow().opened - st.borrow().dropped;
             st.borrow_mut().ping.sessions = sessions;
             let _ = phase_tx.send(Phase::Ping);
-            let deadline = Instant::now() + Duration::from_millis(spec.timeout_ms.max(1000)) * 2;
+            // Every session pings at once: beside the reply timeout, allow
+            // 100 us per session for this worker (and the server) to write
+            // and read them all, or a big hold reports sessions as silent
+            // that were only queued behind their siblings.
+            let deadline = Instant::now()
+                + Duration::from_millis(spec.timeout_ms.max(1000)) * 2
+                + Duration::from_micros(100) * sessions as u32;
             wait_quiet(&st, deadline, |s| {
                 s.ping.replies + s.ping.failed >= s.ping.sessions
             })

@@ -308,20 +308,26 @@ pub fn run(args: Args) -> CmdResult {
     }
 }
 
-/// Samples this process's capacity every 2 s: exports the prediction (per
+/// Samples this process's capacity (every 2 s, or less often when a sample
+/// is costly): exports the prediction (per
 /// constraint, as the probe does) and tells subscribers of
 /// headroom://capacity when the binding limit or the predicted maximum
 /// changed.
 async fn sample_capacity(engine: Arc<Engine>, state: Arc<ServerState>, metrics: Arc<Metrics>) {
     let mut last: Option<(String, u64)> = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    // Not at once: a sample holds a few descriptors for a moment (the fd
+    // directory, a netlink socket), and a snapshot taken from outside just
+    // after start would count them against this process's capacity.
+    let mut wait = Duration::from_secs(2);
     loop {
-        tick.tick().await;
+        tokio::time::sleep(wait).await;
         let active = state.active.load(Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let (_, p) =
             tokio::task::spawn_blocking(move || headroom_server::capacity::capacity(active))
                 .await
                 .unwrap_or_else(|_| headroom_server::capacity::capacity(active));
+        wait = headroom_server::capacity::next_sample_in(started.elapsed());
         metrics.set_prediction(&p);
         let now = (p.binding.clone(), p.predicted_max_connections);
         if last.as_ref().is_some_and(|l| *l != now) {
