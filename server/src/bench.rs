@@ -241,15 +241,29 @@ pub fn rss_of(pid: u32) -> u64 {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
-/// Kernel memory of TCP sockets in this namespace (/proc/net/sockstat `mem`), bytes.
-pub fn tcp_kernel_bytes() -> u64 {
-    let s = std::fs::read_to_string("/proc/net/sockstat").unwrap_or_default();
-    let pages: u64 = s
-        .lines()
-        .find(|l| l.starts_with("TCP:"))
-        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "mem").nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+/// Bytes held host-wide by the slab caches a TCP connection allocates from
+/// (socket, inode, file, dentry, epoll item, bind bucket): the difference
+/// across opening N connections is their kernel memory, measured. Socket
+/// buffers of idle connections are near zero and /proc/net/sockstat `mem`
+/// counts them in whole pages per CPU, so it is not used here.
+pub fn tcp_slab_bytes() -> u64 {
+    const CACHES: [&str; 7] = [
+        "TCP",
+        "TCPv6",
+        "sock_inode_cache",
+        "filp",
+        "dentry",
+        "eventpoll_epi",
+        "tcp_bind_bucket",
+    ];
+    let text = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
+    headroom_probe::poll::kmem::parse_slabinfo(&text)
+        .map(|m| {
+            CACHES
+                .iter()
+                .filter_map(|c| m.get(*c))
+                .map(|s| s.active_objs * s.objsize)
+                .sum()
+        })
+        .unwrap_or(0)
 }
