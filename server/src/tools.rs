@@ -13,12 +13,27 @@ use std::time::Duration;
 /// Live numbers the tools report, owned by the transports.
 #[derive(Debug, Default)]
 pub struct ServerState {
-    /// Connections (sessions) open now, over every transport.
+    /// TCP (and stdio) connections open now: the count the TCP ceiling is
+    /// checked against.
     pub active: AtomicU64,
     /// The connection ceiling (min of --max-connections and fd capacity).
     pub ceiling: AtomicU64,
     /// Connections refused since start.
     pub refused: AtomicU64,
+    /// The Streamable HTTP transport's counters, when it runs: its
+    /// connections hold descriptors of the same table.
+    pub http: std::sync::OnceLock<Arc<crate::http::HttpStats>>,
+}
+
+impl ServerState {
+    /// Connections open now over every transport.
+    pub fn connections(&self) -> u64 {
+        let http = self
+            .http
+            .get()
+            .map_or(0, |h| h.connections_active.load(Ordering::Relaxed) as u64);
+        self.active.load(Ordering::Relaxed) + http
+    }
 }
 
 /// A preflight profile offered as a resource and to `preflight_check`.
@@ -64,7 +79,7 @@ pub const CAPACITY_URI: &str = "headroom://capacity";
 
 /// The capacity document (tool result and resource body).
 pub fn capacity_document(state: &ServerState) -> Value {
-    let active = state.active.load(Ordering::Relaxed);
+    let active = state.connections();
     let (snap, prediction) = capacity::capacity(active);
     json!({
         "schema_version": SCHEMA_VERSION,

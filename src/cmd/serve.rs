@@ -173,6 +173,9 @@ pub fn run(args: Args) -> CmdResult {
         )?),
         None => None,
     };
+    if let Some(h) = &http {
+        let _ = state.http.set(h.stats.clone());
+    }
     let http_addr = http.as_ref().map(|h| h.addr);
 
     if args.stdio {
@@ -321,7 +324,7 @@ async fn sample_capacity(engine: Arc<Engine>, state: Arc<ServerState>, metrics: 
     let mut wait = Duration::from_secs(2);
     loop {
         tokio::time::sleep(wait).await;
-        let active = state.active.load(Ordering::Relaxed);
+        let active = state.connections();
         let started = std::time::Instant::now();
         let (_, p) =
             tokio::task::spawn_blocking(move || headroom_server::capacity::capacity(active))
@@ -350,6 +353,7 @@ mod http {
 
     pub struct Running {
         pub addr: SocketAddr,
+        pub stats: Arc<headroom_server::http::HttpStats>,
         runtime: tokio::runtime::Runtime,
         stop: tokio::sync::oneshot::Sender<()>,
         served: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -384,12 +388,14 @@ mod http {
             .with_context(|| format!("binding --http {addr}"))?
             .with_metrics(metrics);
         let addr = server.local_addr()?;
+        let stats = server.stats();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = runtime.spawn(server.serve(async {
             let _ = stopped.await;
         }));
         Ok(Running {
             addr,
+            stats,
             runtime,
             stop,
             served,
