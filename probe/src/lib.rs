@@ -79,6 +79,8 @@ pub enum Error {
     Netlink(String),
     #[error("an empty target: give at least one pid")]
     EmptyTarget,
+    #[error("eBPF: {0}")]
+    Ebpf(String),
 }
 
 /// A second source that refines a snapshot the poll source has built: it may

@@ -48,6 +48,18 @@ pub enum What {
         #[arg(long, default_value_t = 5_000)]
         sessions: usize,
     },
+    /// CPU per refresh of `headroom top`'s poll source at N held connections:
+    /// a full pass every refresh (before) beside the incremental source (after).
+    Top {
+        #[arg(long, default_value_t = 20_000)]
+        connections: u64,
+        /// Refreshes measured of each kind (interleaved, so both see the same noise).
+        #[arg(long, default_value_t = 10)]
+        refreshes: u32,
+        /// Resync period assumed for the amortised figure at 1 refresh/s (`top --resync`).
+        #[arg(long, default_value_t = 30)]
+        resync: u32,
+    },
     /// Run the line server that does no protocol work (used by `throughput`).
     #[command(hide = true)]
     BareServer {
@@ -192,6 +204,122 @@ fn layout(n: usize) -> anyhow::Result<Value> {
     Ok(Value::Object(out))
 }
 
+/// CPU seconds this process has used (user + system).
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we hand it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// A child process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What must agree between a full pass and a quick one.
+fn poll_key(s: &headroom_core::Snapshot) -> impl PartialEq + std::fmt::Debug {
+    let procs: Vec<(u32, u64, u64)> = s
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.open_fds, p.connections))
+        .collect();
+    (procs, s.listeners.clone(), s.sockets.clone())
+}
+
+fn top(n: u64, refreshes: u32, resync: u32) -> anyhow::Result<Value> {
+    use headroom_probe::{PollSource, Target};
+    use std::time::Instant;
+    if refreshes == 0 || resync == 0 {
+        bail!("--refreshes and --resync must be at least 1");
+    }
+    // Worker processes: one process may not hold 20,000 fds here.
+    let srv = ChildServer::serve(&["--workers", "auto"])?;
+    let exe = std::env::current_exe().context("locating the headroom binary")?;
+    let _flood = Killed(
+        Command::new(exe)
+            .args([
+                "flood",
+                "--mode",
+                "connect",
+                "--hold",
+                "600s",
+                "--duration",
+                "120s",
+            ])
+            .args([
+                "--target",
+                &srv.addr.to_string(),
+                "--connections",
+                &n.to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting headroom flood")?,
+    );
+    let target = Target::Port(srv.addr.port());
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let held = headroom_probe::snapshot(&target)?.connections();
+        if held >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {held} of {n} connections held after 180 s");
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Settled: let the last accepts land.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut inc = PollSource::new().incremental(Duration::from_secs(3600));
+    let t = cpu_seconds();
+    inc.snapshot(&target)?;
+    let first = cpu_seconds() - t;
+    let (mut full, mut quick, mut agree) = (Vec::new(), Vec::new(), 0);
+    for _ in 0..refreshes {
+        let t = cpu_seconds();
+        let a = PollSource::new().snapshot(&target)?;
+        full.push(cpu_seconds() - t);
+        let t = cpu_seconds();
+        let b = inc.snapshot(&target)?;
+        quick.push(cpu_seconds() - t);
+        if poll_key(&a) == poll_key(&b) {
+            agree += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let passes = inc.passes();
+    if passes.quick != refreshes as u64 {
+        bail!("expected {refreshes} quick passes, got {passes:?}");
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let (before, after_quick) = (mean(&full), mean(&quick));
+    // One full pass per resync period, quick passes in between.
+    let after = (before + (resync - 1) as f64 * after_quick) / resync as f64;
+    Ok(json!({
+        "connections": n,
+        "processes": headroom_probe::snapshot(&target)?.processes.len(),
+        "refreshes": refreshes,
+        "before_cpu_seconds_per_refresh": before,
+        "after_quick_pass_cpu_seconds": after_quick,
+        "after_first_full_pass_cpu_seconds": first,
+        "resync_seconds": resync,
+        "after_cpu_seconds_per_refresh_amortised": after,
+        "before_percent_of_a_core_at_1_refresh_per_s": before * 100.0,
+        "after_percent_of_a_core_at_1_refresh_per_s": after * 100.0,
+        "quick_equal_to_full": format!("{agree}/{refreshes}"),
+    }))
+}
+
 pub fn run(args: Args) -> CmdResult {
     let result = match args.what {
         Some(What::BareServer { listen, threads }) => {
@@ -216,6 +344,11 @@ pub fn run(args: Args) -> CmdResult {
             seconds,
         }) => json!({"throughput": throughput(sessions, in_flight, seconds)?}),
         Some(What::Layout { sessions }) => json!({"layout": layout(sessions)?}),
+        Some(What::Top {
+            connections,
+            refreshes,
+            resync,
+        }) => json!({"top": top(connections, refreshes, resync)?}),
         None => json!({
             "sessions": sessions(15_000, 64, "per-core")?,
             "throughput": throughput(100, 16, 5)?,

@@ -3,9 +3,10 @@
 
 use super::CmdResult;
 use headroom_core::{predict, ModelConfig};
-use headroom_probe::{Error as ProbeError, Probe, Target};
+use headroom_probe::ebpf::{EbpfOverlay, EbpfProbe};
+use headroom_probe::{Error as ProbeError, PollSource, Probe, Target};
 use headroom_tui::{
-    fixture, remote::RemoteSource, Config, RunOptions, Sample, Source, SourceError,
+    fixture, remote::RemoteSource, App, Config, RunOptions, Sample, Source, SourceError, View,
 };
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,6 +31,17 @@ pub struct Args {
     /// Replay made-up data of a server ramping up (no server, no privileges needed).
     #[arg(long)]
     pub demo: bool,
+    /// Do not load the eBPF probe: poll /proc and sock_diag only (the title bar says so).
+    #[arg(long)]
+    pub no_ebpf: bool,
+    /// Seconds between full passes of the poll source (every fd link read,
+    /// every socket matched); refreshes in between cost O(1) per process.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    pub resync: f64,
+    /// No dashboard: take two samples one interval apart, print what the
+    /// dashboard would show as one JSON object, and exit.
+    #[arg(long)]
+    pub once: bool,
 }
 
 /// Checks the numeric options and turns them into the dashboard's options.
@@ -55,6 +67,12 @@ pub fn run_options(interval: f64, rate_window: f64) -> anyhow::Result<RunOptions
 
 pub fn run(args: Args) -> CmdResult {
     let options = run_options(args.interval, args.rate_window)?;
+    if !(args.resync.is_finite() && (0.0..=86_400.0).contains(&args.resync)) {
+        anyhow::bail!(
+            "--resync must be between 0 and 86400 seconds, got {}",
+            args.resync
+        );
+    }
     let mut source: Box<dyn Source> = if let Some(url) = &args.source {
         if !url.starts_with("http://") {
             anyhow::bail!("--source must be an http:// URL of a probe's metrics, e.g. http://127.0.0.1:9464/metrics");
@@ -77,42 +95,89 @@ pub fn run(args: Args) -> CmdResult {
                 "give --pid or --port (or --source URL, or --demo); `headroom up` starts a server and watches it"
             ),
         };
-        let mut local = LocalSource::new(target);
-        // A target that is not there at the start is a usage error, not a dashboard.
-        local.probe.snapshot()?;
-        Box::new(local)
+        let resync = Duration::from_secs_f64(args.resync);
+        Box::new(LocalSource::open(target, resync, args.no_ebpf)?)
     };
+    if args.once {
+        return once(source.as_mut(), options);
+    }
     headroom_tui::run(source.as_mut(), options, |_| Ok(()))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Samples from the probe on this host, with the model run on each.
+/// `--once`: the dashboard's content after two samples, as JSON.
+fn once(source: &mut dyn Source, options: RunOptions) -> CmdResult {
+    let mut app = App::new(source.describe(), options.config);
+    app.apply(source.sample());
+    std::thread::sleep(options.interval);
+    app.apply(source.sample());
+    if let Some(e) = &app.error {
+        anyhow::bail!("{e}");
+    }
+    println!("{}", serde_json::to_string(&View::of(&app))?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Samples from the probe on this host, with the model run on each: the
+/// incremental poll source, refined by the eBPF probe when it loads.
 pub struct LocalSource {
     probe: Probe,
     model: ModelConfig,
+    /// Why eBPF is off (shown beside the source in the title bar).
+    ebpf_off: Option<String>,
 }
 
+/// The default resync period of the poll source (`--resync`).
+pub const RESYNC: Duration = Duration::from_secs(30);
+
 impl LocalSource {
+    /// Polling only, with the default resync period.
     pub fn new(target: Target) -> LocalSource {
         LocalSource {
-            probe: Probe::new(target),
+            probe: Probe::new(target).with_poll(PollSource::new().incremental(RESYNC)),
             model: ModelConfig::default(),
+            ebpf_off: None,
         }
+    }
+
+    /// Checks that `target` is there (a usage error otherwise, not a
+    /// dashboard), then loads the eBPF probe unless `no_ebpf`; when it
+    /// cannot load, the source polls and says why.
+    pub fn open(target: Target, resync: Duration, no_ebpf: bool) -> anyhow::Result<LocalSource> {
+        let mut probe = Probe::new(target.clone()).with_poll(PollSource::new().incremental(resync));
+        probe.snapshot()?;
+        let (probe, ebpf_off) =
+            match EbpfProbe::load(no_ebpf).and_then(|p| EbpfOverlay::new(p, &target)) {
+                Ok(overlay) => (probe.with_overlay(Box::new(overlay)), None),
+                Err(e) => (probe, Some(e.to_string())),
+            };
+        Ok(LocalSource {
+            probe,
+            model: ModelConfig::default(),
+            ebpf_off,
+        })
     }
 }
 
 impl Source for LocalSource {
     fn describe(&self) -> String {
-        "/proc polling".to_string()
+        if self.ebpf_off.is_some() {
+            "/proc polling".to_string()
+        } else {
+            "eBPF probe".to_string()
+        }
     }
 
     fn sample(&mut self) -> Result<Sample, SourceError> {
-        let snapshot = self.probe.snapshot().map_err(|e| match e {
+        let mut snapshot = self.probe.snapshot().map_err(|e| match e {
             ProbeError::NoSuchPid(_) | ProbeError::NoListener { .. } => {
                 SourceError::TargetGone(e.to_string())
             }
             e => SourceError::Other(e.to_string()),
         })?;
+        if let (Some(why), None) = (&self.ebpf_off, &snapshot.source_note) {
+            snapshot.source_note = Some(format!("eBPF off: {why}"));
+        }
         let prediction = predict(&snapshot, &self.model);
         Ok(Sample {
             snapshot,

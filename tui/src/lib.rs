@@ -16,10 +16,12 @@ pub mod remote;
 pub mod render;
 pub mod source;
 mod term;
+pub mod view;
 
 pub use app::{Action, App, Config, Event, EventKind, Outlook, Panel};
 pub use source::{Sample, Source, SourceError};
 pub use term::{run, RunOptions};
+pub use view::{listener_rows, ListenerRow, View};
 
 /// How close a constraint is to its limit; the gauges change colour at 70% and 90%.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

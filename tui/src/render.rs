@@ -2,6 +2,7 @@
 //! state lives here, so a TestBackend buffer is the whole story.
 
 use crate::app::{App, EventKind, Outlook, Panel};
+use crate::view::listener_rows;
 use crate::{format, Level};
 use headroom_core::{Constraint, Source as DataSource, TcpState};
 use ratatui::layout::{Constraint as Size, Layout, Rect};
@@ -30,7 +31,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
         return;
     }
     let n_constraints = app.prediction().map_or(1, |p| p.constraints.len().max(1)) as u16;
-    let n_listeners = app.snapshot().map_or(1, |s| s.listeners.len().max(1)) as u16;
+    let n_listeners = app
+        .snapshot()
+        .map_or(1, |s| listener_rows(&s.listeners).len().max(1)) as u16;
     let [title, summary, constraints, middle, bottom] = Layout::vertical([
         Size::Length(1),
         Size::Length(1),
@@ -95,15 +98,20 @@ pub fn source_label(app: &App) -> String {
     }
 }
 
+/// What is watched, as the title bar says it; `None` before the first sample.
+pub fn target_label(app: &App) -> Option<String> {
+    let s = app.snapshot()?;
+    Some(match s.processes.as_slice() {
+        [] => "no process".to_string(),
+        [p] => format!("pid {} {}", p.pid, p.comm),
+        ps => format!("{} processes", ps.len()),
+    })
+}
+
 fn title_bar(frame: &mut Frame, area: Rect, app: &App) {
     let bar = Style::new().bg(Color::Blue).fg(Color::White);
     let mut left = vec![Span::styled(" headroom top ", bar.bold())];
-    if let Some(s) = app.snapshot() {
-        let target = match s.processes.as_slice() {
-            [] => "no process".to_string(),
-            [p] => format!("pid {} {}", p.pid, p.comm),
-            ps => format!("{} processes", ps.len()),
-        };
+    if let Some(target) = target_label(app) {
         left.push(Span::styled(format!("│ {target} "), bar));
     }
     left.push(Span::styled(
@@ -368,28 +376,26 @@ fn queues_panel(frame: &mut Frame, area: Rect, app: &App) {
         " ListenOverflows {}  ListenDrops {} ",
         s.netstat.listen_overflows, s.netstat.listen_drops
     )));
-    let header =
-        Row::new(["listener", "depth", "peak", "limit", "full"]).style(Style::new().bold());
-    let rows = s.listeners.iter().map(|l| {
-        let ratio = if l.accept_queue_limit == 0 {
-            0.0
-        } else {
-            l.accept_queue_peak.max(l.accept_queue_depth) as f64 / l.accept_queue_limit as f64
-        };
+    // One row per address: SO_REUSEPORT sockets summed, their count in "socks".
+    let header = Row::new(["listener", "socks", "depth", "peak", "limit", "full"])
+        .style(Style::new().bold());
+    let rows = listener_rows(&s.listeners).into_iter().map(|r| {
+        let style = Style::new().fg(level_color(r.level()));
         Row::new([
-            l.address.clone(),
-            l.accept_queue_depth.to_string(),
-            l.accept_queue_peak.to_string(),
-            l.accept_queue_limit.to_string(),
-            l.queue_full_events
-                .map_or("-".to_string(), |n| n.to_string()),
+            r.address,
+            r.sockets.to_string(),
+            r.depth.to_string(),
+            r.peak.to_string(),
+            r.limit.to_string(),
+            r.full.map_or("-".to_string(), |n| n.to_string()),
         ])
-        .style(Style::new().fg(level_color(Level::of(ratio))))
+        .style(style)
     });
     let table = Table::new(
         rows,
         [
             Size::Min(12),
+            Size::Length(5),
             Size::Length(6),
             Size::Length(6),
             Size::Length(6),

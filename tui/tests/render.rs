@@ -167,3 +167,33 @@ fn waiting_and_source_error() {
     let s = screen(&draw(&app, 80, 24));
     assert!(s.contains("target gone: pid 4242 exited"));
 }
+
+/// Cells of row `y` from column `x`, `n` wide, as text.
+fn cells(buf: &Buffer, x: u16, y: u16, n: u16) -> String {
+    (x..x + n).map(|x| buf[(x, y)].symbol()).collect()
+}
+
+#[test]
+fn reuseport_listeners_render_as_one_row_and_ebpf_in_the_title() {
+    let mut s = snapshot(0, 300);
+    s.source = headroom_core::Source::Ebpf;
+    let mut worker = s.listeners[0].clone();
+    // Worker 2's queue is at 3700 of 4096 (90%): the row is red though the sum is not.
+    worker.accept_queue_depth = 3700;
+    worker.accept_queue_peak = 3700;
+    worker.queue_full_events = Some(2);
+    s.listeners[0].queue_full_events = Some(1);
+    s.listeners.push(worker);
+    let mut app = App::new("eBPF probe", Config::default());
+    app.update(sample_of(s));
+    let t = draw(&app, 120, 32);
+    let buf = t.backend().buffer();
+    assert!(cells(buf, 0, 0, 120).contains("│ source: eBPF probe │"));
+    let y = row_of(buf, "127.0.0.1:7878");
+    assert_eq!(row_of(buf, "listener ") + 1, y, "exactly one listener row");
+    assert_eq!(
+        cells(buf, 1, y, 57),
+        "127.0.0.1:7878           2     3700   3700   8192   3    "
+    );
+    assert_eq!(buf[(1, y)].fg, Color::Red);
+}

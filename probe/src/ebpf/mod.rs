@@ -8,6 +8,7 @@
 //! and current values) and adds what eBPF saw since the last read.
 
 mod btf;
+mod overlay;
 mod syscalls;
 mod tracefs;
 
@@ -21,6 +22,7 @@ use headroom_core::{FdError, Listener, Snapshot, Source, TcpState};
 use headroom_probe_common::*;
 
 pub use btf::member_offset;
+pub use overlay::{filter_for, EbpfOverlay};
 
 /// The object built by probe/build.rs; empty when the toolchain was missing.
 static OBJECT: &[u8] =

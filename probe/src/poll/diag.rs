@@ -3,6 +3,11 @@
 //!
 //! For a listener the kernel reports the accept-queue depth as `rqueue` and
 //! its limit (the backlog, already clamped to somaxconn) as `wqueue`.
+//!
+//! A [`Query`] lets the kernel filter (a state bitmask, and an
+//! INET_DIAG_REQ_BYTECODE program on the local port, as `ss sport = :P`
+//! does), so that a refresh asking for the listeners of one port does not
+//! copy 40,000 connected sockets into userspace to throw them away.
 
 use crate::Error;
 use netlink_packet_core::{
@@ -31,20 +36,76 @@ pub struct DiagSocket {
     pub inode: u64,
 }
 
+/// Which sockets to dump; the kernel does the filtering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query {
+    /// Bitmask of kernel TCP states (`1 << state`).
+    pub states: u32,
+    /// Only sockets bound to this local port.
+    pub local_port: Option<u16>,
+}
+
+impl Query {
+    /// Every TCP socket, all states.
+    pub fn all() -> Query {
+        Query {
+            states: StateFlags::all().bits(),
+            local_port: None,
+        }
+    }
+
+    /// Listening sockets only (TCPF_LISTEN: the kernel then walks only its
+    /// listener hash), on one port when given.
+    pub fn listeners(local_port: Option<u16>) -> Query {
+        Query {
+            states: StateFlags::LISTEN.bits(),
+            local_port,
+        }
+    }
+}
+
 /// Dumps every TCP socket (IPv4 and IPv6, all states) of the calling
 /// thread's network namespace.
 pub fn dump_tcp() -> Result<Vec<DiagSocket>, Error> {
+    dump(Query::all())
+}
+
+/// Dumps the TCP sockets (IPv4 and IPv6) of the calling thread's network
+/// namespace that `query` selects.
+pub fn dump(query: Query) -> Result<Vec<DiagSocket>, Error> {
     let mut out = Vec::new();
-    dump_family(AF_INET, &mut out)?;
-    dump_family(AF_INET6, &mut out)?;
+    dump_family(AF_INET, query, &mut out)?;
+    dump_family(AF_INET6, query, &mut out)?;
     Ok(out)
+}
+
+/// INET_DIAG_REQ_BYTECODE, the request attribute carrying a filter program.
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// `inet_diag_bc_op` code: local port equals the next op's `no` field.
+const INET_DIAG_BC_S_EQ: u8 = 11;
+
+/// The filter program "local port == `port`", as an rtattr to append to an
+/// inet_diag_req_v2: two 4-byte `inet_diag_bc_op`s. `yes` jumps to the end
+/// of the program (accept), `no` jumps 4 bytes past it (reject); the port
+/// rides in the second op's `no`, in host order.
+pub fn port_filter_attr(port: u16) -> Vec<u8> {
+    let mut ops = Vec::with_capacity(8);
+    ops.extend_from_slice(&[INET_DIAG_BC_S_EQ, 8]);
+    ops.extend_from_slice(&12u16.to_ne_bytes());
+    ops.extend_from_slice(&[0, 0]);
+    ops.extend_from_slice(&port.to_ne_bytes());
+    let mut attr = Vec::with_capacity(4 + ops.len());
+    attr.extend_from_slice(&((4 + ops.len()) as u16).to_ne_bytes());
+    attr.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+    attr.extend_from_slice(&ops);
+    attr
 }
 
 fn nl_err(what: &str, e: std::io::Error) -> Error {
     Error::Netlink(format!("{what}: {e}"))
 }
 
-fn dump_family(family: u8, out: &mut Vec<DiagSocket>) -> Result<(), Error> {
+fn dump_family(family: u8, query: Query, out: &mut Vec<DiagSocket>) -> Result<(), Error> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).map_err(|e| nl_err("socket", e))?;
     socket.bind_auto().map_err(|e| nl_err("bind", e))?;
     socket
@@ -64,7 +125,7 @@ fn dump_family(family: u8, out: &mut Vec<DiagSocket>) -> Result<(), Error> {
             family,
             protocol: IPPROTO_TCP,
             extensions: ExtensionFlags::empty(),
-            states: StateFlags::all(),
+            states: StateFlags::from_bits_retain(query.states),
             socket_id,
         })
         .into(),
@@ -72,6 +133,13 @@ fn dump_family(family: u8, out: &mut Vec<DiagSocket>) -> Result<(), Error> {
     packet.finalize();
     let mut req = vec![0u8; packet.buffer_len()];
     packet.serialize(&mut req);
+    if let Some(port) = query.local_port {
+        // The request is already 4-byte aligned; the attribute follows it
+        // and the header's length (its first 4 bytes) grows to cover it.
+        req.extend(port_filter_attr(port));
+        let len = req.len() as u32;
+        req[..4].copy_from_slice(&len.to_ne_bytes());
+    }
     socket.send(&req, 0).map_err(|e| nl_err("send", e))?;
 
     // The kernel fills each recv with as many whole messages as fit; 64 KiB
@@ -256,6 +324,38 @@ mod tests {
         );
         let r = parse_reply(&full[..40], &mut Vec::new());
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn port_filter_is_the_bytecode_ss_sends() {
+        // ss -tn 'sport = :8080' sends exactly these 12 bytes (rtattr + 2 ops).
+        let a = port_filter_attr(8080);
+        assert_eq!(a.len(), 12);
+        assert_eq!(u16::from_ne_bytes([a[0], a[1]]), 12);
+        assert_eq!(u16::from_ne_bytes([a[2], a[3]]), 1);
+        assert_eq!(&a[4..6], &[11, 8]);
+        assert_eq!(u16::from_ne_bytes([a[6], a[7]]), 12);
+        assert_eq!(u16::from_ne_bytes([a[10], a[11]]), 8080);
+    }
+
+    #[test]
+    fn kernel_filters_listeners_by_port() {
+        let a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        let c = std::net::TcpStream::connect(a.local_addr().unwrap()).unwrap();
+        let got = dump(Query::listeners(Some(port))).unwrap();
+        // Only a's listener: not b, not the connection on the same port.
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (got[0].state, got[0].local.port(), got[0].rqueue),
+            (10, port, 1)
+        );
+        let all = dump(Query::listeners(None)).unwrap();
+        assert!(all.iter().all(|s| s.state == 10));
+        let b_port = b.local_addr().unwrap().port();
+        assert!(all.iter().any(|s| s.local.port() == b_port));
+        drop(c);
     }
 
     #[test]

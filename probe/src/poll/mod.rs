@@ -20,8 +20,9 @@ use headroom_core::{
 };
 use kmem::KernelMemory;
 use process::ProcScan;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 const LISTEN: u8 = TcpState::Listen as u8;
 const CLOSE: u8 = TcpState::Close as u8;
@@ -29,10 +30,42 @@ const TIME_WAIT: u8 = TcpState::TimeWait as u8;
 
 /// Polls /proc and sock_diag. Keeps the last kernel-memory measurement so a
 /// caller can show how `memory_per_connection` was obtained.
+///
+/// By default every snapshot is a full pass: every fd link of the target
+/// read, every TCP socket of the namespace dumped and matched by inode. At
+/// 20,000 connections that is a few hundred milliseconds of CPU, fine for
+/// `status` and far too much for a dashboard refreshing every second. A
+/// source made [`incremental`](PollSource::incremental) keeps what the last
+/// full pass matched and, until the resync period has passed, refreshes
+/// with O(1) reads per process (see [`PollSource::snapshot`]).
 #[derive(Debug, Clone)]
 pub struct PollSource {
     process_bytes_per_connection: u64,
     kernel_memory: Option<KernelMemory>,
+    resync: Option<Duration>,
+    last_full: Option<FullPass>,
+    passes: Passes,
+}
+
+/// How many snapshots of each kind a source has taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Passes {
+    pub full: u64,
+    pub quick: u64,
+}
+
+/// What a full pass matched, kept for the quick passes after it.
+#[derive(Debug, Clone)]
+struct FullPass {
+    at: Instant,
+    target: Target,
+    port: Option<u16>,
+    netns: String,
+    /// (pid, open fds, connections) of each process, in snapshot order.
+    procs: Vec<(u32, u64, u64)>,
+    /// Inodes of the target's listeners, sorted.
+    listener_inodes: Vec<u64>,
+    sockets: BTreeMap<TcpState, u64>,
 }
 
 impl Default for PollSource {
@@ -48,7 +81,22 @@ impl PollSource {
                 .default_memory_per_connection
                 .process_bytes,
             kernel_memory: None,
+            resync: None,
+            last_full: None,
+            passes: Passes::default(),
         }
+    }
+
+    /// Matches sockets to processes (a full pass) at most once per `resync`,
+    /// refreshing cheaply in between; see [`PollSource::snapshot`].
+    pub fn incremental(mut self, resync: Duration) -> PollSource {
+        self.resync = Some(resync);
+        self
+    }
+
+    /// Snapshots taken so far, full and quick.
+    pub fn passes(&self) -> Passes {
+        self.passes
     }
 
     /// The process-side (RSS) cost of one connection to put beside the
@@ -65,7 +113,154 @@ impl PollSource {
     }
 
     /// One snapshot of `target`.
+    ///
+    /// An incremental source takes a full pass first, then after every
+    /// resync period, and whenever a quick pass sees something it cannot
+    /// account for (a process gone, the port's listeners changed, the
+    /// target moved namespace). A quick pass reads, per process, its limits,
+    /// RSS, cgroup and fd count (`stat` of /proc/PID/fd), the listeners
+    /// alone from sock_diag (filtered by the kernel to TCPF_LISTEN and, for
+    /// a port, to that port) and the namespace counters. What it does not
+    /// re-match it carries forward from the full pass:
+    /// - connections of a process: its fd count now minus the fds that were
+    ///   not connections at the full pass (exact while connections come and
+    ///   go and the rest of its fd table stays put, the common case);
+    /// - sockets by state: the full pass's, ESTABLISHED moved by the change
+    ///   in connections, LISTEN recounted;
+    /// - `time_wait`: the namespace's count from /proc/net/sockstat;
+    /// - the kernel memory measurement (slabinfo is re-read at full passes).
     pub fn snapshot(&mut self, target: &Target) -> Result<Snapshot, Error> {
+        if let (Some(every), Some(full)) = (self.resync, self.last_full.take()) {
+            if full.target == *target && full.at.elapsed() < every {
+                // Anything unexpected (even an error) falls back to a full
+                // pass, which then reports it properly.
+                if let Ok(Some(snap)) = self.quick(&full) {
+                    self.last_full = Some(full);
+                    self.passes.quick += 1;
+                    return Ok(snap);
+                }
+            }
+        }
+        let snap = self.full(target)?;
+        self.passes.full += 1;
+        if self.resync.is_some() {
+            let port = match target {
+                Target::Port(p) => Some(*p),
+                _ => None,
+            };
+            self.last_full = Some(FullPass {
+                at: Instant::now(),
+                target: target.clone(),
+                port,
+                netns: snap.netns.clone(),
+                procs: snap
+                    .processes
+                    .iter()
+                    .map(|p| (p.pid, p.open_fds, p.connections))
+                    .collect(),
+                listener_inodes: sorted(snap.listeners.iter().map(|l| l.inode)),
+                sockets: snap.sockets.clone(),
+            });
+        }
+        Ok(snap)
+    }
+
+    /// A refresh from what `full` matched; `None` when the target changed
+    /// in a way that needs a full pass.
+    fn quick(&mut self, full: &FullPass) -> Result<Option<Snapshot>, Error> {
+        let Some(&(lead, _, _)) = full.procs.first() else {
+            return Ok(None);
+        };
+        let own_netns = netns_of("self")?;
+        let netns = if full.port.is_some() {
+            own_netns.clone()
+        } else {
+            netns_of(&lead.to_string())?
+        };
+        if netns != full.netns {
+            return Ok(None);
+        }
+        let mut procs = Vec::with_capacity(full.procs.len());
+        for &(pid, _, _) in &full.procs {
+            match process::read_process_counted(pid) {
+                Ok(p) => procs.push(p),
+                Err(_) => return Ok(None),
+            }
+        }
+
+        let mut system = SystemLimits::default();
+        sysctl::read_host(&mut system)?;
+        let query = diag::Query::listeners(full.port);
+        let read = move || -> Result<(SystemLimits, Vec<DiagSocket>), Error> {
+            let mut s = system;
+            sysctl::read_net(&mut s)?;
+            Ok((s, diag::dump(query)?))
+        };
+        let (mut system, dump) = if full.port.is_some() || netns == own_netns {
+            read()?
+        } else {
+            in_netns_of(lead, &netns, read)?
+        };
+        let mut listeners: Vec<&DiagSocket> = dump
+            .iter()
+            .filter(|s| {
+                s.state == LISTEN
+                    && (full.port == Some(s.local.port())
+                        || full.listener_inodes.binary_search(&s.inode).is_ok())
+            })
+            .collect();
+        listeners.sort_by_key(|s| listener_order(s));
+        if sorted(listeners.iter().map(|s| s.inode)) != full.listener_inodes {
+            return Ok(None);
+        }
+
+        let netstat = netstat::parse_netstat(&read_proc(&format!("/proc/{lead}/net/netstat"))?)?;
+        let sockstat = netstat::parse_sockstat(&read_proc(&format!("/proc/{lead}/net/sockstat"))?)?;
+        system.tcp_mem_used_pages = Some(sockstat.mem_pages);
+
+        let processes: Vec<ProcessInfo> = procs
+            .into_iter()
+            .zip(&full.procs)
+            .map(|(p, &(_, fds, conns))| ProcessInfo {
+                connections: p.info.open_fds.saturating_sub(fds.saturating_sub(conns)),
+                ..p.info
+            })
+            .collect();
+        let before: u64 = full.procs.iter().map(|p| p.2).sum();
+        let now: u64 = processes.iter().map(|p| p.connections).sum();
+        let mut sockets = full.sockets.clone();
+        let est = sockets.entry(TcpState::Established).or_default();
+        *est = (*est + now).saturating_sub(before);
+        sockets.insert(TcpState::Listen, listeners.len() as u64);
+        sockets.retain(|_, n| *n > 0);
+
+        Ok(Some(Snapshot {
+            source: Source::Poll,
+            source_note: None,
+            taken_at_ms: now_ms(),
+            netns,
+            netstat,
+            processes,
+            listeners: listeners.into_iter().map(listener_of).collect(),
+            sockets,
+            time_wait: sockstat.tw,
+            memory_per_connection: self.memory_per_connection(),
+            system,
+            ..Default::default()
+        }))
+    }
+
+    fn memory_per_connection(&self) -> Option<MemoryPerConnection> {
+        self.kernel_memory.as_ref().map(|k| MemoryPerConnection {
+            process_bytes: self.process_bytes_per_connection,
+            kernel_bytes: k.bytes_per_connection,
+            // The process side is configured, not measured: say so.
+            measured: false,
+        })
+    }
+
+    /// One full pass: every fd link read, every socket dumped and matched.
+    fn full(&mut self, target: &Target) -> Result<Snapshot, Error> {
         let own_netns = netns_of("self")?;
         // Resolve the target to processes; for a port this needs the socket
         // dump of our own namespace, which is then the right one to use.
@@ -138,12 +333,7 @@ impl PollSource {
         let ipv6 = snap.listeners.iter().any(|l| l.address.starts_with('['));
         let epoll = procs.iter().any(|p| p.uses_epoll);
         self.kernel_memory = measure_kernel_memory(&sockstat, system.page_size, ipv6, epoll);
-        snap.memory_per_connection = self.kernel_memory.as_ref().map(|k| MemoryPerConnection {
-            process_bytes: self.process_bytes_per_connection,
-            kernel_bytes: k.bytes_per_connection,
-            // The process side is configured, not measured: say so.
-            measured: false,
-        });
+        snap.memory_per_connection = self.memory_per_connection();
         snap.system = system;
         Ok(snap)
     }
@@ -173,7 +363,7 @@ pub fn assign_sockets(
         .iter()
         .filter(|s| s.state == LISTEN && (owned(s) || port == Some(s.local.port())))
         .collect();
-    listeners.sort_by_key(|s| (s.local.port(), s.local.is_ipv6(), s.local.ip(), s.inode));
+    listeners.sort_by_key(|s| listener_order(s));
     let ports: BTreeSet<u16> = listeners.iter().map(|s| s.local.port()).collect();
 
     for s in dump {
@@ -199,18 +389,7 @@ pub fn assign_sockets(
             }
         }
     }
-    snap.listeners = listeners
-        .into_iter()
-        .map(|s| Listener {
-            address: s.local.to_string(),
-            port: s.local.port(),
-            accept_queue_depth: s.rqueue as u64,
-            accept_queue_limit: s.wqueue as u64,
-            accept_queue_peak: s.rqueue as u64,
-            queue_full_events: None,
-            inode: s.inode,
-        })
-        .collect();
+    snap.listeners = listeners.into_iter().map(listener_of).collect();
     snap.processes = procs
         .iter()
         .zip(connections)
@@ -219,6 +398,29 @@ pub fn assign_sockets(
             ..p.info.clone()
         })
         .collect();
+}
+
+/// The order listeners are shown in: by port, IPv4 first, by address.
+fn listener_order(s: &DiagSocket) -> (u16, bool, std::net::IpAddr, u64) {
+    (s.local.port(), s.local.is_ipv6(), s.local.ip(), s.inode)
+}
+
+fn listener_of(s: &DiagSocket) -> Listener {
+    Listener {
+        address: s.local.to_string(),
+        port: s.local.port(),
+        accept_queue_depth: s.rqueue as u64,
+        accept_queue_limit: s.wqueue as u64,
+        accept_queue_peak: s.rqueue as u64,
+        queue_full_events: None,
+        inode: s.inode,
+    }
+}
+
+fn sorted(it: impl Iterator<Item = u64>) -> Vec<u64> {
+    let mut v: Vec<u64> = it.collect();
+    v.sort_unstable();
+    v
 }
 
 /// Every process holding a listener on `port`, read from /proc. Processes we
@@ -380,7 +582,6 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn sock(state: TcpState, local: &str, remote: &str, q: (u32, u32), inode: u64) -> DiagSocket {
         DiagSocket {
@@ -492,6 +693,123 @@ mod tests {
             e.to_string(),
             "no TCP listener on port 1 in this network namespace (net:[1])"
         );
+    }
+}
+
+#[cfg(test)]
+mod incremental_tests {
+    //! Quick passes against full passes on a live child server.
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+    use std::process::{Child, Command, Stdio};
+
+    /// Listens on a free port, prints it, accepts and holds connections,
+    /// closes each when its peer does.
+    const SERVER: &str = r#"
+import socket, select
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(64)
+print(l.getsockname()[1], flush=True)
+conns = []
+while True:
+    r, _, _ = select.select([l] + conns, [], [])
+    for s in r:
+        if s is l:
+            conns.append(l.accept()[0])
+        elif not s.recv(1):
+            conns.remove(s); s.close()
+"#;
+
+    struct Server(Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn wait_fds(pid: u32, want: u64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while process::count_fds(pid).unwrap() != want {
+            assert!(Instant::now() < deadline, "pid {pid} never held {want} fds");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn same(quick: &Snapshot, full: &Snapshot) {
+        let key = |s: &Snapshot| {
+            let p: Vec<_> = s
+                .processes
+                .iter()
+                .map(|p| (p.pid, p.open_fds, p.connections, p.nofile_soft))
+                .collect();
+            (p, s.listeners.clone(), s.sockets.clone(), s.netns.clone())
+        };
+        assert_eq!(key(quick), key(full));
+        assert_eq!(quick.memory_per_connection, full.memory_per_connection);
+    }
+
+    #[test]
+    fn quick_passes_agree_with_full_passes() {
+        let mut child = Command::new("python3")
+            .args(["-c", SERVER])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let server = Server(child);
+        let pid = server.0.id();
+        let port: u16 = line.trim().parse().unwrap();
+        let target = Target::Port(port);
+        let mut inc = PollSource::new().incremental(Duration::from_secs(3600));
+
+        let first = inc.snapshot(&target).unwrap();
+        assert_eq!(inc.passes(), Passes { full: 1, quick: 0 });
+        let base = first.processes[0].open_fds;
+
+        let mut clients: Vec<TcpStream> = (0..7)
+            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        wait_fds(pid, base + 7);
+        let q = inc.snapshot(&target).unwrap();
+        assert_eq!(inc.passes(), Passes { full: 1, quick: 1 });
+        assert_eq!(q.processes[0].connections, 7);
+        same(&q, &PollSource::new().snapshot(&target).unwrap());
+
+        clients.truncate(4);
+        wait_fds(pid, base + 4);
+        let q = inc.snapshot(&target).unwrap();
+        assert_eq!(inc.passes(), Passes { full: 1, quick: 2 });
+        assert_eq!(q.processes[0].connections, 4);
+        assert_eq!(q.sockets[&TcpState::Established], 4);
+        same(&q, &PollSource::new().snapshot(&target).unwrap());
+
+        // The same numbers for the process as a pid target.
+        let mut by_pid = PollSource::new().incremental(Duration::from_secs(3600));
+        by_pid.snapshot(&Target::Pid(pid)).unwrap();
+        clients.truncate(1);
+        wait_fds(pid, base + 1);
+        let q = by_pid.snapshot(&Target::Pid(pid)).unwrap();
+        assert_eq!(by_pid.passes(), Passes { full: 1, quick: 1 });
+        same(&q, &PollSource::new().snapshot(&Target::Pid(pid)).unwrap());
+        assert_eq!(q.listeners.len(), 1);
+        assert_eq!(q.listeners[0].port, port);
+
+        // A resync period of zero: every snapshot is a full pass.
+        let mut always = PollSource::new().incremental(Duration::ZERO);
+        always.snapshot(&target).unwrap();
+        always.snapshot(&target).unwrap();
+        assert_eq!(always.passes(), Passes { full: 2, quick: 0 });
+
+        // The server goes: the quick pass hands over to a full pass, which
+        // reports it.
+        drop(server);
+        let e = inc.snapshot(&target).unwrap_err();
+        assert!(matches!(e, Error::NoListener { .. }), "{e}");
+        drop(clients);
     }
 }
 
