@@ -227,20 +227,6 @@ pub async fn throughput(
 
 pub const ECHO_CALL: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"message\":\"hello\"}}}\n";
 
-/// Resident set size of a process, bytes.
-pub fn rss_of(pid: u32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
-        return 0;
-    };
-    let pages: u64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
-}
-
 /// Bytes held host-wide by the slab caches a TCP connection allocates from
 /// (socket, inode, file, dentry, epoll item, bind bucket): the difference
 /// across opening N connections is their kernel memory, measured. Socket

@@ -21,27 +21,9 @@ pub fn nofile() -> (Option<u64>, Option<u64>) {
     (f(r.rlim_cur), f(r.rlim_max))
 }
 
-/// File descriptors open in this process now.
+/// File descriptors open in this process now (the probe's O(1) count).
 pub fn open_fds() -> u64 {
-    // A readdir of our own fd directory holds one more descriptor: its own.
-    fd_count(std::path::Path::new("/proc/self/fd"), 1)
-}
-
-/// Descriptors in a /proc/PID/fd directory.
-///
-/// Since Linux 6.2 the directory's size is its number of open descriptors:
-/// one stat instead of a readdir of 20,000 entries. Older kernels report 0
-/// there, and then the entries are counted (less `readdir_own`).
-fn fd_count(dir: &std::path::Path, readdir_own: u64) -> u64 {
-    if let Ok(m) = fs::metadata(dir) {
-        if m.len() > 0 {
-            return m.len();
-        }
-    }
-    fs::read_dir(dir)
-        .map(|d| d.count() as u64)
-        .unwrap_or(0)
-        .saturating_sub(readdir_own)
+    headroom_probe::poll::process::count_fds(std::process::id()).unwrap_or(0)
 }
 
 fn read_u64(path: &str) -> Option<u64> {
@@ -59,8 +41,9 @@ fn meminfo(key: &str) -> Option<u64> {
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
-fn rss_bytes() -> u64 {
-    let Ok(s) = fs::read_to_string("/proc/self/statm") else {
+/// Resident set size of a process, bytes (0 when it cannot be read).
+pub fn rss_of(pid: u32) -> u64 {
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/statm")) else {
         return 0;
     };
     let pages: u64 = s
@@ -118,7 +101,7 @@ pub fn minimal_snapshot(connections: u64) -> Snapshot {
             open_fds: fds,
             open_fds_peak: fds,
             connections,
-            rss_bytes: rss_bytes(),
+            rss_bytes: rss_of(std::process::id()),
             ..Default::default()
         }],
         system: SystemLimits {
@@ -178,29 +161,6 @@ pub fn service(workers: &[(u32, u64)]) -> Result<Prediction, headroom_probe::Err
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn fd_count_of_a_child_with_only_stdio() {
-        // A child, not this process: other tests open descriptors in parallel.
-        let mut child = std::process::Command::new("sleep")
-            .arg("5")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let dir = std::path::PathBuf::from(format!("/proc/{}/fd", child.id()));
-        // Once exec'd, the sleeping child's table does not change: the stat
-        // must give exactly what a readdir counts (stdio plus whatever this
-        // harness leaks without CLOEXEC).
-        std::thread::sleep(Duration::from_millis(200));
-        let listed = fs::read_dir(&dir).unwrap().count() as u64;
-        let counted = fd_count(&dir, 0);
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(listed >= 3);
-        assert_eq!(counted, listed);
-    }
 
     #[test]
     fn sampling_period_stretches_with_its_cost() {

@@ -108,7 +108,7 @@ impl ChildServer {
     }
 
     fn rss(&self) -> u64 {
-        bench::rss_of(self.child.id())
+        headroom_server::capacity::rss_of(self.child.id())
     }
 }
 

@@ -95,7 +95,8 @@ pub fn read_process_counted(pid: u32) -> Result<ProcScan, Error> {
 /// How many fds `pid` has open. Since Linux 6.2 `stat("/proc/PID/fd")`
 /// reports it as the directory's size (the weight of the open-fd bitmap):
 /// one syscall instead of a readdir and a readlink per fd. Older kernels
-/// report 0 there, and the entries are counted (readdir only, no readlink).
+/// report 0 there, and the entries are counted (readdir only, no readlink;
+/// for this process itself, less the readdir's own descriptor).
 pub fn count_fds(pid: u32) -> Result<u64, Error> {
     let dir = PathBuf::from(format!("/proc/{pid}/fd"));
     let size = std::fs::metadata(&dir)
@@ -105,7 +106,10 @@ pub fn count_fds(pid: u32) -> Result<u64, Error> {
         return Ok(size);
     }
     let entries = std::fs::read_dir(&dir).map_err(|e| fd_dir_err(pid, &dir, e))?;
-    Ok(entries.filter(|e| e.is_ok()).count() as u64)
+    let listed = entries.filter(|e| e.is_ok()).count() as u64;
+    // Reading our own table lists the descriptor the readdir holds.
+    let own = u64::from(pid == std::process::id());
+    Ok(listed.saturating_sub(own))
 }
 
 fn fd_dir_err(pid: u32, dir: &Path, e: std::io::Error) -> Error {
