@@ -151,6 +151,14 @@ fn up_starts_the_server_and_quitting_stops_it() {
         50,
     );
     let screen = tmux.wait_for("the dashboard", WAIT, |s| s.contains("connections 0 "));
+    // `up` uses the same source as `top`: the eBPF probe when it loads
+    // (as root here), polling otherwise.
+    let source = if util::is_root() {
+        "source: eBPF probe"
+    } else {
+        "source: /proc polling"
+    };
+    assert!(screen.contains(source), "{screen}");
     let pid = number_after(&screen, "│ pid").expect("the title names the server's pid") as u32;
     let text = std::fs::read_to_string(&log).unwrap();
     let addr: std::net::SocketAddr = text

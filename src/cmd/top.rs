@@ -131,15 +131,6 @@ pub struct LocalSource {
 pub const RESYNC: Duration = Duration::from_secs(30);
 
 impl LocalSource {
-    /// Polling only, with the default resync period.
-    pub fn new(target: Target) -> LocalSource {
-        LocalSource {
-            probe: Probe::new(target).with_poll(PollSource::new().incremental(RESYNC)),
-            model: ModelConfig::default(),
-            ebpf_off: None,
-        }
-    }
-
     /// Checks that `target` is there (a usage error otherwise, not a
     /// dashboard), then loads the eBPF probe unless `no_ebpf`; when it
     /// cannot load, the source polls and says why.

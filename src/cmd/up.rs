@@ -35,6 +35,9 @@ pub struct Args {
     /// Seconds the server gets to drain its connections when the dashboard quits.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub drain_timeout: u64,
+    /// Poll /proc and sock_diag only; do not load the eBPF probe.
+    #[arg(long)]
+    pub no_ebpf: bool,
 }
 
 /// The server child; stopped (SIGTERM, then SIGKILL after the drain) when
@@ -162,7 +165,13 @@ pub fn run(args: Args) -> CmdResult {
         serde_json::from_str(&ready).context("reading `headroom serve --json`")?;
     let listen = info["listen"].as_str().unwrap_or("?").to_string();
 
-    let mut source = LocalSource::new(Target::Pid(server.child.id()));
+    // The same source as `headroom top`: eBPF when it loads, polling (and
+    // the reason in the title bar) when it does not.
+    let mut source = LocalSource::open(
+        Target::Pid(server.child.id()),
+        super::top::RESYNC,
+        args.no_ebpf,
+    )?;
     let result = headroom_tui::run(&mut source, options, |app| {
         if let Some(status) = server.exited() {
             app.source_error(format!(
