@@ -60,6 +60,36 @@ pub enum What {
         #[arg(long, default_value_t = 30)]
         resync: u32,
     },
+    /// Throughput with the eBPF probe detached vs attached (off/on rounds,
+    /// steady echo load and connection churn), then no lost event at
+    /// `--rate` new connections/s. Needs root (eBPF).
+    Probe {
+        /// Rounds per condition, alternating off, on, off, on, ...
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Seconds of echo load per round.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        #[arg(long, default_value_t = 16)]
+        in_flight: usize,
+        /// Seconds of connect+reset churn per round (0: no churn figure).
+        #[arg(long, default_value_t = 2.0)]
+        churn_seconds: f64,
+        /// Connections opened in the no-drop run.
+        #[arg(long, default_value_t = 100_000)]
+        connections: u64,
+        /// New connections per second in the no-drop run (0: as fast as possible).
+        #[arg(long, default_value_t = 20_000.0)]
+        rate: f64,
+        /// Client threads opening connections.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// The probe's refresh interval in seconds (`headroom probe --interval`).
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Run the line server that does no protocol work (used by `throughput`).
     #[command(hide = true)]
     BareServer {
@@ -349,6 +379,33 @@ pub fn run(args: Args) -> CmdResult {
             refreshes,
             resync,
         }) => json!({"top": top(connections, refreshes, resync)?}),
+        Some(What::Probe {
+            rounds,
+            seconds,
+            sessions,
+            in_flight,
+            churn_seconds,
+            connections,
+            rate,
+            threads,
+            interval,
+        }) => {
+            if !(interval > 0.0 && interval <= 3600.0) {
+                bail!("--interval must be between 0 and 3600 seconds");
+            }
+            let o = super::bench_probe::Opts {
+                rounds,
+                seconds,
+                sessions,
+                in_flight,
+                churn_seconds,
+                connections,
+                rate,
+                threads,
+                interval: Duration::from_secs_f64(interval),
+            };
+            json!({"probe": super::bench_probe::run(&o)?})
+        }
         None => json!({
             "sessions": sessions(15_000, 64, "per-core")?,
             "throughput": throughput(100, 16, 5)?,

@@ -2,6 +2,7 @@
 //! doing the work. Exit codes are documented in README.md.
 
 pub mod bench;
+pub mod bench_probe;
 pub mod completions;
 pub mod fleet;
 pub mod flood;
