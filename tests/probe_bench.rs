@@ -117,6 +117,33 @@ fn bench_probe_counts_every_connection_and_drops_none() {
         }
     }
 
+    // Program cost: every attached program reported, with runs under both loads.
+    for (load, per) in [("steady", "per_call"), ("churn", "per_connection")] {
+        let c = &p["program_cost"][load];
+        let progs = c["programs"].as_object().expect("programs");
+        for prog in [
+            "sk_data_ready",
+            "inet_sock_set_state",
+            "sys_exit_open1",
+            "sys_exit_close",
+        ] {
+            assert!(progs.contains_key(prog), "{load}: {prog} missing: {c}");
+        }
+        assert!(
+            c[format!("runs_{per}")].as_f64().expect("runs") > 0.0,
+            "{c}"
+        );
+        assert!(c["program_percent_of_one_core"].is_f64(), "{c}");
+    }
+    // Churn connects and accepts: the state and accept-queue programs ran.
+    let churn_progs = &p["program_cost"]["churn"]["programs"];
+    for prog in ["sk_data_ready", "inet_sock_set_state"] {
+        assert!(
+            churn_progs[prog]["runs_per_second"].as_f64().expect("runs") > 0.0,
+            "{churn_progs}"
+        );
+    }
+
     // No-drop: every connection made reached accept() and was counted by the
     // probe as exactly one SYN_RECV and one ESTABLISHED on that port.
     let nd = &p["no_drop"];

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context};
 use headroom_core::{Snapshot, TcpState};
-use headroom_probe::ebpf::{filter_for, EbpfExtras, EbpfProbe};
+use headroom_probe::ebpf::{filter_for, EbpfExtras, EbpfProbe, ProgramStats, RunStats};
 use headroom_probe::{PollSource, Target};
 use headroom_server::bench;
 use serde_json::{json, Value};
@@ -80,6 +80,16 @@ struct Attached {
 }
 
 impl Attached {
+    /// Run count and time of each program so far.
+    fn program_stats(&self) -> anyhow::Result<Vec<ProgramStats>> {
+        Ok(self
+            .watcher
+            .lock()
+            .expect("watcher lock")
+            .ebpf
+            .program_stats()?)
+    }
+
     fn start(port: u16, interval: Duration) -> anyhow::Result<Attached> {
         let mut ebpf = EbpfProbe::load(false).context("headroom bench probe needs eBPF")?;
         ebpf.watch_port(port)?;
@@ -279,7 +289,7 @@ fn listen_overflows() -> u64 {
 }
 
 /// Off/on rounds against one `headroom serve`: steady echo load, then churn.
-fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Vec<String>)> {
+fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value, Vec<String>)> {
     let srv = Server::start()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -322,6 +332,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Vec<String>)> {
             reads += p.finish()?.2;
         }
     }
+    let attributed = attribute(o, &srv, &rt)?;
     let side = |v: &[bench::Throughput]| {
         let cps: Vec<f64> = v.iter().map(|t| t.calls_per_second).collect();
         let p99: Vec<f64> = v.iter().map(|t| t.p99_us).collect();
@@ -373,7 +384,87 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Vec<String>)> {
     } else {
         Value::Null
     };
-    Ok((steady, churn, tracepoints))
+    Ok((steady, churn, attributed, tracepoints))
+}
+
+/// Where the "on" time goes: one more attached round with the kernel's
+/// per-program run statistics on (they cost two clock reads per run, so
+/// this round is not one of the compared ones).
+fn attribute(o: &Opts, srv: &Server, rt: &tokio::runtime::Runtime) -> anyhow::Result<Value> {
+    let probe = Attached::start(srv.addr.port(), o.interval)?;
+    let _stats = RunStats::enable()?;
+    let mut out = serde_json::Map::new();
+    let s0 = probe.program_stats()?;
+    let t0 = Instant::now();
+    let t = rt.block_on(bench::throughput(
+        srv.addr,
+        o.sessions,
+        o.in_flight,
+        Duration::from_secs_f64(o.seconds),
+        bench::ECHO_CALL,
+        true,
+    ))?;
+    let s1 = probe.program_stats()?;
+    out.insert(
+        "steady".into(),
+        cost(&s0, &s1, t0.elapsed().as_secs_f64(), t.calls, "per_call"),
+    );
+    if o.churn_seconds > 0.0 {
+        let t0 = Instant::now();
+        let c = churn(
+            srv.addr,
+            o.threads,
+            u64::MAX,
+            0.0,
+            Duration::from_secs_f64(o.churn_seconds),
+        );
+        let s2 = probe.program_stats()?;
+        out.insert(
+            "churn".into(),
+            cost(
+                &s1,
+                &s2,
+                t0.elapsed().as_secs_f64(),
+                c.made,
+                "per_connection",
+            ),
+        );
+    }
+    probe.finish()?;
+    Ok(Value::Object(out))
+}
+
+/// Program runs and run time between two readings, per second of `wall`
+/// and per unit of work (`units` calls or connections).
+fn cost(a: &[ProgramStats], b: &[ProgramStats], wall: f64, units: u64, per: &str) -> Value {
+    let mut programs = serde_json::Map::new();
+    let (mut runs, mut ns) = (0u64, 0u64);
+    for p in b {
+        let before = a.iter().find(|q| q.program == p.program);
+        let r = p.runs - before.map_or(0, |q| q.runs);
+        let t = (p.run_time - before.map_or(Duration::ZERO, |q| q.run_time)).as_nanos() as u64;
+        runs += r;
+        ns += t;
+        programs.insert(
+            p.program.clone(),
+            json!({
+                "runs_per_second": r as f64 / wall,
+                "ns_per_run": if r > 0 { t as f64 / r as f64 } else { 0.0 },
+            }),
+        );
+    }
+    let units = units.max(1) as f64;
+    json!({
+        "seconds": wall,
+        "programs": programs,
+        "runs_per_second": runs as f64 / wall,
+        format!("runs_{per}"): runs as f64 / units,
+        format!("program_ns_{per}"): ns as f64 / units,
+        // Time inside the programs only: the tracepoint dispatch around them
+        // (and the syscall-exit slow path every task takes while any
+        // syscalls:* tracepoint is on) is not in it.
+        "program_percent_of_one_core": ns as f64 / 1e9 / wall * 100.0,
+    })
 }
 
 /// A listener accepting and closing as fast as it can, in this process.
@@ -498,7 +589,7 @@ pub fn run(o: &Opts) -> anyhow::Result<Value> {
     if !finite_at_least(o.rate, 0.0) {
         bail!("--rate must be 0 (as fast as possible) or a positive number");
     }
-    let (steady, churn, tracepoints) = overhead(o)?;
+    let (steady, churn, attributed, tracepoints) = overhead(o)?;
     let no_drop = no_drop(o)?;
     Ok(json!({
         "attach": ATTACH,
@@ -508,6 +599,7 @@ pub fn run(o: &Opts) -> anyhow::Result<Value> {
         "order": "off,on alternating, starting with off",
         "steady": steady,
         "churn": churn,
+        "program_cost": attributed,
         "no_drop": no_drop,
     }))
 }

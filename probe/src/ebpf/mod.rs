@@ -9,6 +9,7 @@
 
 mod btf;
 mod overlay;
+mod stats;
 mod syscalls;
 mod tracefs;
 
@@ -23,6 +24,7 @@ use headroom_probe_common::*;
 
 pub use btf::member_offset;
 pub use overlay::{filter_for, EbpfOverlay};
+pub use stats::{ProgramStats, RunStats};
 
 /// The object built by probe/build.rs; empty when the toolchain was missing.
 static OBJECT: &[u8] =
