@@ -298,7 +298,12 @@ async fn open_one(
         sock.bind(SocketAddr::new(src, 0)).map_err(io)?;
     }
     let stream: TcpStream = sock.connect(spec.target).await.map_err(io)?;
-    let _ = stream.set_nodelay(true);
+    // Nagle only holds a write back while earlier data is unacknowledged:
+    // that happens with pipelined requests (bomb), never in a
+    // request-then-reply handshake, so the other modes skip the syscall.
+    if spec.mode == Mode::Bomb {
+        let _ = stream.set_nodelay(true);
+    }
     // RST instead of FIN on close, however the worker ends (even killed): a
     // flood must not leave its ports in FIN_WAIT/TIME_WAIT on the host.
     let _ = stream.set_zero_linger();

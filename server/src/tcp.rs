@@ -107,6 +107,9 @@ fn bind_one(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<std:
         s.set_reuse_port(true)?;
     }
     s.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
+    // setsockopt here instead of one per connection.
+    s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())?;
     s.listen(backlog)?;
     Ok(s.into())
@@ -410,7 +413,6 @@ async fn accept_loop(
             tm.accepted.inc();
             tm.active.inc();
         }
-        let _ = stream.set_nodelay(true);
         local.conns.fetch_add(1, Ordering::SeqCst);
         let (shared, local) = (shared.clone(), local.clone());
         tokio::spawn(async move {
@@ -470,6 +472,36 @@ enum ReadOutcome {
     Error,
 }
 
+/// One read. A short read (fewer bytes than asked) drained the socket, so
+/// its readiness is cleared at once: the next wait goes to epoll instead of
+/// costing a recv that can only say EAGAIN (tokio's `poll_read` does the
+/// same; `try_read` clears readiness only on EAGAIN). Edge-triggered epoll
+/// reports data that arrives after the recv, so nothing is missed.
+fn read_once(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let mut short = None;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes; `fd` is
+        // the stream's open socket for the duration of the call.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n > 0 && n < buf.len() {
+            short = Some(n);
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (r, short) {
+        (_, Some(n)) => Ok((n, true)),
+        (Ok(n), None) => Ok((n, false)),
+        (Err(e), None) => Err(e),
+    }
+}
+
 /// Reads what is available (bounded per turn) and handles every complete line.
 fn read_available(
     stream: &TcpStream,
@@ -482,9 +514,9 @@ fn read_available(
         let mut buf = b.borrow_mut();
         let mut total = 0usize;
         loop {
-            match stream.try_read(&mut buf) {
-                Ok(0) => return ReadOutcome::Eof,
-                Ok(n) => {
+            match read_once(stream, &mut buf) {
+                Ok((0, _)) => return ReadOutcome::Eof,
+                Ok((n, drained)) => {
                     total += n;
                     if let Some(tm) = &shared.tm {
                         tm.received.inc_by(n as u64);
@@ -502,7 +534,8 @@ fn read_available(
                     if close {
                         return ReadOutcome::Close;
                     }
-                    if total >= 256 * 1024
+                    if drained
+                        || total >= 256 * 1024
                         || !session.can_accept()
                         || out.len() >= shared.limits.out_high_water
                     {
