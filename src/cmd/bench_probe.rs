@@ -208,8 +208,10 @@ fn connect_reset(src: IpAddr, target: SocketAddr) -> std::io::Result<()> {
         );
     }
     s.set_linger(Some(Duration::ZERO))?;
+    // A blocking connect() gives up after SO_SNDTIMEO: no poll loop needed.
+    s.set_write_timeout(Some(Duration::from_secs(3)))?;
     s.bind(&SocketAddr::new(src, 0).into())?;
-    s.connect_timeout(&target.into(), Duration::from_secs(3))
+    s.connect(&target.into())
 }
 
 /// `threads` threads connecting and resetting against `target` from
@@ -289,7 +291,7 @@ fn listen_overflows() -> u64 {
 }
 
 /// Off/on rounds against one `headroom serve`: steady echo load, then churn.
-fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value, Vec<String>)> {
+fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
     let srv = Server::start()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -297,7 +299,6 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value, Vec<String>)> {
         .build()?;
     let mut steady: [Vec<bench::Throughput>; 2] = [Vec::new(), Vec::new()];
     let mut churns: [Vec<Churn>; 2] = [Vec::new(), Vec::new()];
-    let mut tracepoints = Vec::new();
     let mut reads = 0;
     for round in 0..o.rounds * 2 {
         let on = round % 2 == 1;
@@ -328,7 +329,6 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value, Vec<String>)> {
             churns[on as usize].push(c);
         }
         if let Some(p) = probe {
-            tracepoints = p.tracepoints.clone();
             reads += p.finish()?.2;
         }
     }
@@ -384,7 +384,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value, Vec<String>)> {
     } else {
         Value::Null
     };
-    Ok((steady, churn, attributed, tracepoints))
+    Ok((steady, churn, attributed))
 }
 
 /// Where the "on" time goes: one more attached round with the kernel's
@@ -521,10 +521,11 @@ impl Drop for Acceptor {
 
 /// Opens `connections` at `rate` against an accepting listener with the
 /// probe attached, then checks every connection was counted and none dropped.
-fn no_drop(o: &Opts) -> anyhow::Result<Value> {
+fn no_drop(o: &Opts) -> anyhow::Result<(Value, Vec<String>)> {
     // Listen before the probe loads: it seeds the port's LISTEN socket.
     let acc = Acceptor::start(2)?;
     let probe = Attached::start(acc.addr.port(), o.interval)?;
+    let tracepoints = probe.tracepoints.clone();
     let overflows0 = listen_overflows();
     let c = churn(
         acc.addr,
@@ -552,7 +553,7 @@ fn no_drop(o: &Opts) -> anyhow::Result<Value> {
     let dropped_total: u64 = x.dropped.iter().map(|(_, v)| v).sum();
     let listener = snap.listeners.iter().find(|l| l.port == port);
     let established = entered(TcpState::Established);
-    Ok(json!({
+    let doc = json!({
         "target_rate": o.rate,
         "connections": o.connections,
         "threads": o.threads,
@@ -572,25 +573,30 @@ fn no_drop(o: &Opts) -> anyhow::Result<Value> {
             "dropped": dropped,
             "dropped_total": dropped_total,
         },
+        "target_rate_reached": o.rate > 0.0 && c.made as f64 / c.seconds >= o.rate * 0.99,
         "every_connection_counted": established == c.made && accepted == c.made,
-    }))
+    });
+    Ok((doc, tracepoints))
 }
 
 /// Runs everything and returns the `probe` object of the report.
 pub fn run(o: &Opts) -> anyhow::Result<Value> {
     let finite_at_least = |x: f64, min: f64| x.is_finite() && x >= min;
-    if o.rounds == 0
-        || o.threads == 0
+    if o.threads == 0
         || !finite_at_least(o.seconds, 0.001)
         || !finite_at_least(o.churn_seconds, 0.0)
     {
-        bail!("--rounds, --threads and --seconds must be above 0 (--churn-seconds 0 skips churn)");
+        bail!("--threads and --seconds must be above 0 (--rounds 0 skips the overhead rounds, --churn-seconds 0 the churn)");
     }
     if !finite_at_least(o.rate, 0.0) {
         bail!("--rate must be 0 (as fast as possible) or a positive number");
     }
-    let (steady, churn, attributed, tracepoints) = overhead(o)?;
-    let no_drop = no_drop(o)?;
+    let (steady, churn, attributed) = if o.rounds > 0 {
+        overhead(o)?
+    } else {
+        (Value::Null, Value::Null, Value::Null)
+    };
+    let (no_drop, tracepoints) = no_drop(o)?;
     Ok(json!({
         "attach": ATTACH,
         "interval_seconds": o.interval.as_secs_f64(),
