@@ -76,6 +76,9 @@ struct Sup {
     placed: u64,
     refused_full: u64,
     stopping: bool,
+    /// The service-wide capacity sampler, kept between scrapes (incremental:
+    /// full passes at most once per resync).
+    sampler: Arc<std::sync::Mutex<crate::capacity::Sampler>>,
 }
 
 enum Event {
@@ -223,6 +226,7 @@ async fn supervise(plan: Plan) -> Result<bool, Error> {
         placed: 0,
         refused_full: 0,
         stopping: false,
+        sampler: Default::default(),
     }));
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let plan = Rc::new(plan);
@@ -545,7 +549,12 @@ async fn scrape(sup: &Rc<RefCell<Sup>>) -> String {
     }
     // /proc and sock_diag reads block: off the supervisor's only thread,
     // while the workers answer.
-    let capacity = tokio::task::spawn_blocking(move || crate::capacity::service(&held));
+    let sampler = sup.borrow().sampler.clone();
+    let capacity = tokio::task::spawn_blocking(move || {
+        // A poisoned lock (a sample panicked) still holds a usable source.
+        let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
+        s.service(&held)
+    });
     let mut pages = Vec::new();
     for (i, rx) in pending {
         if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(2), rx).await {

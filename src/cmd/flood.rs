@@ -86,6 +86,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    super::grow_heap_in_large_steps();
     if let Some(spec) = &args.worker_spec {
         headroom_flood::worker_main(spec).context("flood worker")?;
         return Ok(ExitCode::SUCCESS);

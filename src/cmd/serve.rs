@@ -93,6 +93,7 @@ fn read_token(path: &PathBuf) -> anyhow::Result<String> {
 }
 
 pub fn run(args: Args) -> CmdResult {
+    super::grow_heap_in_large_steps();
     if let Some(spec) = &args.workers {
         return super::serve_workers::supervise(&args, spec);
     }
@@ -322,14 +323,25 @@ async fn sample_capacity(engine: Arc<Engine>, state: Arc<ServerState>, metrics: 
     // directory, a netlink socket), and a snapshot taken from outside just
     // after start would count them against this process's capacity.
     let mut wait = Duration::from_secs(2);
+    let mut sampler = Some(headroom_server::capacity::Sampler::new());
     loop {
         tokio::time::sleep(wait).await;
         let active = state.connections();
         let started = std::time::Instant::now();
-        let (_, p) =
-            tokio::task::spawn_blocking(move || headroom_server::capacity::capacity(active))
-                .await
-                .unwrap_or_else(|_| headroom_server::capacity::capacity(active));
+        let mut s = sampler.take().unwrap_or_default();
+        let p = match tokio::task::spawn_blocking(move || {
+            let (_, p) = s.capacity(active);
+            (s, p)
+        })
+        .await
+        {
+            Ok((s, p)) => {
+                sampler = Some(s);
+                p
+            }
+            // The sample panicked: a fresh sampler next time.
+            Err(_) => headroom_server::capacity::capacity(active).1,
+        };
         wait = headroom_server::capacity::next_sample_in(started.elapsed());
         metrics.set_prediction(&p);
         let now = (p.binding.clone(), p.predicted_max_connections);
