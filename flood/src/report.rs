@@ -173,6 +173,9 @@ pub struct WorkerReport {
     pub latency: Recorded,
     /// RLIMIT_NOFILE soft limit the worker ran with.
     pub nofile: u64,
+    /// CPU (user + system) the worker process used in the open phase, µs.
+    #[serde(default)]
+    pub open_cpu_us: u64,
     pub bomb: Option<BombStats>,
     pub ping: Option<PingStats>,
 }
@@ -240,6 +243,14 @@ pub struct FloodReport {
     pub open_seconds: f64,
     /// Opened per second over the open phase.
     pub open_rate_per_second: f64,
+    /// CPU the flood's workers used in the open phase (user + system,
+    /// summed), in seconds: on a host shared with the server, the client's
+    /// share of the cores is what the server did not get.
+    #[serde(default)]
+    pub client_cpu_seconds: f64,
+    /// `client_cpu_seconds` per opened connection, in µs.
+    #[serde(default)]
+    pub client_cpu_us_per_open: f64,
     pub stop: StopReason,
     /// Connect (+ handshake in mcp/bomb) latency.
     pub latency: Latency,
@@ -271,6 +282,7 @@ impl FloodReport {
         let mut failures = Failures::default();
         let mut lat = histogram();
         let (mut attempted, mut n_opened, mut held, mut open_ms) = (0, 0, 0, 0);
+        let mut cpu_us = 0u64;
         let mut stop = StopReason::Target;
         let mut first_failure_after: Option<u64> = None;
         for w in opened {
@@ -278,6 +290,7 @@ impl FloodReport {
             n_opened += w.opened;
             held += w.held;
             open_ms = open_ms.max(w.open_ms);
+            cpu_us += w.open_cpu_us;
             stop = stop.max(w.stop);
             failures.merge(&w.failures);
             w.latency.add_to(&mut lat);
@@ -359,6 +372,12 @@ impl FloodReport {
             held,
             open_seconds,
             open_rate_per_second: rate(n_opened, open_seconds),
+            client_cpu_seconds: cpu_us as f64 / 1e6,
+            client_cpu_us_per_open: if n_opened == 0 {
+                0.0
+            } else {
+                cpu_us as f64 / n_opened as f64
+            },
             stop,
             latency: Latency::of(&lat),
             first_failure_after,
@@ -413,6 +432,13 @@ impl FloodReport {
             "latency  p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
             l.p50_ms, l.p90_ms, l.p99_ms, l.p999_ms, l.max_ms
         );
+        if self.client_cpu_seconds > 0.0 {
+            let _ = writeln!(
+                o,
+                "client   {:.2} s CPU in the open phase (all workers, user+system): {:.1} us per opened",
+                self.client_cpu_seconds, self.client_cpu_us_per_open
+            );
+        }
         let stop = match self.stop {
             StopReason::Target => "every requested connection attempted",
             StopReason::Duration => "duration reached",
@@ -502,6 +528,7 @@ mod tests {
             failures,
             latency: Recorded::from_histogram(&h),
             nofile: 20000,
+            open_cpu_us: opened * 50,
             bomb: None,
             ping: None,
         }
@@ -532,6 +559,9 @@ mod tests {
         );
         assert_eq!(r.latency.count, 470);
         assert_eq!(r.open_rate_per_second, 940.0);
+        // 50 us per opened in each worker: (300 + 170) x 50 us.
+        assert_eq!(r.client_cpu_seconds, 0.0235);
+        assert_eq!(r.client_cpu_us_per_open, 50.0);
         assert_eq!(r.measured(), 470);
         // Two side-by-side workers: first failure after about 2 x 170.
         assert_eq!(r.first_failure_after, Some(340));

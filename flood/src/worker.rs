@@ -106,11 +106,12 @@ pub fn run(
         let (phase_tx, phase_rx) = watch::channel(Phase::Hold);
 
         let started = Instant::now();
+        let cpu0 = process_cpu_us();
         let (attempted, stop) = open_phase(&spec, &st, &phase_rx).await;
         let open_ms = started.elapsed().as_millis() as u64;
-        report(&snapshot(
-            &spec, &st, attempted, stop, open_ms, nofile, false,
-        ))?;
+        let mut opened = snapshot(&spec, &st, attempted, stop, open_ms, nofile, false);
+        opened.open_cpu_us = process_cpu_us().saturating_sub(cpu0);
+        report(&opened)?;
 
         tokio::task::spawn_blocking(go)
             .await
@@ -186,6 +187,7 @@ fn snapshot(
         failures: s.failures.clone(),
         latency: rec(&s.latency),
         nofile,
+        open_cpu_us: 0,
         bomb: (final_ && spec.mode == Mode::Bomb).then(|| BombStats {
             latency: rec(&s.bomb_latency),
             ..s.bomb.clone()
@@ -556,6 +558,17 @@ fn set_bind_address_no_port(sock: &TcpSocket) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// User + system CPU of this process so far, µs.
+fn process_cpu_us() -> u64 {
+    // SAFETY: getrusage writes into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(ru.ru_utime) + us(ru.ru_stime)
 }
 
 fn getrlimit_nofile() -> libc::rlimit {
