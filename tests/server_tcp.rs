@@ -227,6 +227,43 @@ fn refuses_beyond_max_connections_with_one_line_each() {
 }
 
 #[test]
+fn defer_accept_takes_a_connection_with_its_first_message() {
+    // One slot. Under --defer-accept a connection that says nothing is not
+    // accepted (it holds no slot), so a second client that initializes is
+    // served; the silent one, once it speaks, finds the slot taken.
+    let srv = Server::start(&[
+        "--max-connections",
+        "1",
+        "--defer-accept",
+        "30",
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let mut silent = srv.connect();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        srv.metric("headroom_server_connections_accepted_total{transport=\"tcp\"}"),
+        Some(0.0)
+    );
+    let mut speaker = srv.connect();
+    assert_eq!(
+        speaker.initialize("2025-11-25")["result"]["protocolVersion"],
+        "2025-11-25"
+    );
+    silent.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}));
+    let r = silent.recv().expect("the refusal line");
+    assert_eq!(
+        r["error"]["data"],
+        json!({"limit": "max-connections", "max": 1})
+    );
+    assert_eq!(speaker.request(json!(2), "ping", json!({}))["id"], 2);
+    assert_eq!(
+        srv.metric("headroom_server_connections_accepted_total{transport=\"tcp\"}"),
+        Some(1.0)
+    );
+}
+
+#[test]
 fn the_fd_ceiling_is_the_models_prediction() {
     // Under a nofile of 128 the ceiling is 128 - fds open at start - 32: the
     // server says so, holds exactly that many, and refuses the next ones.

@@ -136,8 +136,49 @@ pub enum Reply {
     Error { id: Option<u64>, error: RpcError },
 }
 
+/// The fields a successful reply is classified by, borrowed: the common
+/// case (a result) is read without building the result's JSON tree, which
+/// for an `initialize` result was most of the client's allocations.
+#[derive(serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct ToolResultPeek {
+    #[serde(rename = "isError", default)]
+    is_error: Option<serde_json::Value>,
+}
+
 /// Parses one newline-delimited JSON-RPC message from the server.
 pub fn parse_reply(line: &str) -> Result<Reply, Failure> {
+    if let Ok(Peek {
+        id,
+        result: Some(result),
+        error: None,
+    }) = serde_json::from_str::<Peek>(line.trim())
+    {
+        let is_error = result.get().contains("\"isError\"")
+            && serde_json::from_str::<ToolResultPeek>(result.get())
+                .ok()
+                .and_then(|r| r.is_error)
+                .and_then(|e| e.as_bool())
+                .unwrap_or(false);
+        return Ok(Reply::Result {
+            id: id.and_then(|i| i.get().parse().ok()),
+            is_error,
+        });
+    }
+    parse_reply_tree(line)
+}
+
+/// [`parse_reply`] for errors and anything unusual, from the whole tree.
+fn parse_reply_tree(line: &str) -> Result<Reply, Failure> {
     let v: serde_json::Value = serde_json::from_str(line.trim())
         .map_err(|_| Failure::new(FailureKind::Protocol, snippet(line)))?;
     let id = v.get("id").and_then(|i| i.as_u64());
@@ -238,6 +279,31 @@ mod tests {
                 is_error: false
             })
         );
+        // The fast path reads neither nested objects nor an isError that is
+        // only text; a string id is no attempt number.
+        assert_eq!(
+            parse_reply(
+                r#"{"jsonrpc":"2.0","id":3,"result":{"protocolVersion":"2025-11-25","capabilities":{"tools":{"listChanged":false}},"serverInfo":{"name":"s","version":"1"},"instructions":"say \"isError\""}}"#
+            ),
+            Ok(Reply::Result {
+                id: Some(3),
+                is_error: false
+            })
+        );
+        assert_eq!(
+            parse_reply(r#"{"jsonrpc":"2.0","id":"a","result":{"isError":false}}"#),
+            Ok(Reply::Result {
+                id: None,
+                is_error: false
+            })
+        );
+        // A result beside an error is not a result.
+        assert!(matches!(
+            parse_reply(
+                r#"{"jsonrpc":"2.0","id":2,"result":{},"error":{"code":-32000,"message":"m"}}"#
+            ),
+            Ok(Reply::Error { id: Some(2), .. })
+        ));
         assert_eq!(
             parse_reply("HTTP/1.1 400").unwrap_err().kind,
             FailureKind::Protocol

@@ -27,6 +27,16 @@ use tokio::time::{sleep_until, timeout, Instant};
 /// MCP protocol version the flood speaks.
 pub const PROTOCOL_VERSION: &str = "2025-11-25";
 
+/// The `initialize` request every MCP-mode session sends (protocol
+/// [`PROTOCOL_VERSION`]).
+const INITIALIZE: &str = concat!(
+    r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","#,
+    r#""capabilities":{},"clientInfo":{"name":"headroom-flood","version":""#,
+    env!("CARGO_PKG_VERSION"),
+    r#""}}}"#,
+    "\n"
+);
+
 /// What held sessions should do now.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
@@ -208,6 +218,9 @@ async fn open_phase(
 ) -> (u64, StopReason) {
     let deadline = Instant::now() + Duration::from_millis(spec.duration_ms);
     let gate = std::sync::Arc::new(Semaphore::new(spec.concurrency.max(1) as usize));
+    // Shared by every session task of this worker: one allocation, not a
+    // copy of the spec (and its source list) per connection.
+    let shared_spec = Rc::new(spec.clone());
     let interval = (spec.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.rate));
     let start = Instant::now();
     let mut attempted = 0u64;
@@ -240,7 +253,7 @@ async fn open_phase(
         attempted += 1;
         let source = (!spec.sources.is_empty())
             .then(|| spec.sources[(i as usize + spec.index as usize) % spec.sources.len()]);
-        let (st, spec2, phase) = (st.clone(), spec.clone(), phase.clone());
+        let (st, spec2, phase) = (st.clone(), shared_spec.clone(), phase.clone());
         tokio::task::spawn_local(async move {
             let opened = timeout(
                 Duration::from_millis(spec2.timeout_ms),
@@ -334,16 +347,10 @@ async fn open_one(
         return Ok((s, latency));
     }
     {
-        let init = format!(
-            concat!(
-                r#"{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"{}","#,
-                r#""capabilities":{{}},"clientInfo":{{"name":"headroom-flood","version":"{}"}}}}}}"#,
-                "\n"
-            ),
-            PROTOCOL_VERSION,
-            env!("CARGO_PKG_VERSION")
-        );
-        s.writer.write_all(init.as_bytes()).await.map_err(io)?;
+        s.writer
+            .write_all(INITIALIZE.as_bytes())
+            .await
+            .map_err(io)?;
         match read_line(&mut s).await? {
             Reply::Result { .. } => {}
             Reply::Error { error, .. } => return Err(Failure::refused(error)),
@@ -600,6 +607,20 @@ pub fn raise_nofile() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn initialize_line_is_one_request_in_the_protocol_version() {
+        let (line, rest) = INITIALIZE.split_once('\n').unwrap();
+        assert_eq!(rest, "");
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["method"], "initialize");
+        assert_eq!(v["id"], 1);
+        assert_eq!(v["params"]["protocolVersion"], PROTOCOL_VERSION);
+        assert_eq!(
+            v["params"]["clientInfo"]["version"],
+            env!("CARGO_PKG_VERSION")
+        );
+    }
 
     #[test]
     fn failure_streak_counts_in_attempt_order() {

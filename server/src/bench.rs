@@ -18,7 +18,11 @@ pub fn bare_line_server(
     threads: usize,
     ready: impl FnOnce(SocketAddr),
 ) -> io::Result<()> {
-    let server = crate::tcp::TcpServer::bind(listen, crate::tcp::Layout::PerCore(threads), 4096)?;
+    let server = crate::tcp::TcpServer::bind(
+        listen,
+        crate::tcp::Layout::PerCore(threads),
+        &crate::tcp::Limits::default(),
+    )?;
     ready(server.local_addr());
     let (listeners, runtimes) = server.into_parts();
     let mut handles = Vec::new();

@@ -88,6 +88,11 @@ pub struct Engine {
     pub config: EngineConfig,
     pub metrics: Option<Arc<Metrics>>,
     updates: broadcast::Sender<Arc<str>>,
+    /// The initialize result of each initialize-era revision (in the order
+    /// of [`LEGACY_VERSIONS`]), serialized on first use: it depends only on
+    /// the revision and the configuration, and building it as a JSON tree
+    /// per session was the largest allocation cost of opening one.
+    initialize_results: [std::sync::OnceLock<Box<RawValue>>; LEGACY_VERSIONS.len()],
 }
 
 impl Engine {
@@ -101,6 +106,7 @@ impl Engine {
             config,
             metrics,
             updates: broadcast::channel(16).0,
+            initialize_results: Default::default(),
         })
     }
 
@@ -108,6 +114,31 @@ impl Engine {
     /// (`notifications/resources/updated`).
     pub fn resource_updated(&self, uri: &str) {
         let _ = self.updates.send(Arc::from(uri));
+    }
+
+    /// The `initialize` result for an initialize-era `version`.
+    fn initialize_result(&self, version: &'static str) -> &RawValue {
+        let i = LEGACY_VERSIONS
+            .iter()
+            .position(|v| *v == version)
+            .expect("an initialize-era revision");
+        self.initialize_results[i].get_or_init(|| {
+            let mut r = json!({
+                "protocolVersion": version,
+                "capabilities": self.capabilities(version),
+                "serverInfo": self.server_info(),
+            });
+            if !at_least(version, "2025-06-18") {
+                r["serverInfo"]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("title");
+            }
+            if let Some(i) = &self.config.instructions {
+                r["instructions"] = json!(i);
+            }
+            serde_json::value::to_raw_value(&r).expect("a JSON value serializes")
+        })
     }
 
     fn token_ok(&self, presented: Option<&Value>) -> bool {
@@ -762,21 +793,7 @@ impl Session {
         self.state = State::Legacy { version };
         let caps = p.get("capabilities").cloned().unwrap_or_else(|| json!({}));
         self.client_caps = Some(Arc::new(caps));
-        let mut r = json!({
-            "protocolVersion": version,
-            "capabilities": self.engine.capabilities(version),
-            "serverInfo": self.engine.server_info(),
-        });
-        if !at_least(version, "2025-06-18") {
-            r["serverInfo"]
-                .as_object_mut()
-                .expect("object")
-                .remove("title");
-        }
-        if let Some(i) = &self.engine.config.instructions {
-            r["instructions"] = json!(i);
-        }
-        jsonrpc::write_result(out, id, &r);
+        jsonrpc::write_result(out, id, self.engine.initialize_result(version));
         Flow::Continue
     }
 

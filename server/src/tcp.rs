@@ -44,6 +44,11 @@ pub struct Limits {
     pub out_high_water: usize,
     /// Listen backlog (the kernel caps it at net.core.somaxconn).
     pub backlog: i32,
+    /// TCP_DEFER_ACCEPT, seconds (0: off): the kernel hands a connection
+    /// to accept() with its first message, one wakeup instead of two (every
+    /// MCP client speaks first). A client that connects and stays silent is
+    /// accepted (or refused) only after about this long.
+    pub defer_accept_secs: u32,
 }
 
 impl Default for Limits {
@@ -56,6 +61,7 @@ impl Default for Limits {
             line_timeout: Duration::from_secs(10),
             out_high_water: 1 << 20,
             backlog: 4096,
+            defer_accept_secs: 0,
         }
     }
 }
@@ -99,7 +105,11 @@ pub struct TcpServer {
 /// Connections passed in by a `--workers` supervisor, served by the first runtime.
 pub type AdoptedRx = tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>;
 
-fn bind_one(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<std::net::TcpListener> {
+fn bind_one(
+    addr: SocketAddr,
+    reuse_port: bool,
+    limits: &Limits,
+) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     s.set_reuse_address(true)?;
@@ -110,22 +120,47 @@ fn bind_one(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<std:
     // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
     // setsockopt here instead of one per connection.
     s.set_tcp_nodelay(true)?;
+    if limits.defer_accept_secs > 0 {
+        set_defer_accept(&s, limits.defer_accept_secs)?;
+    }
     s.bind(&addr.into())?;
-    s.listen(backlog)?;
+    s.listen(limits.backlog)?;
     Ok(s.into())
 }
 
+fn set_defer_accept(s: &socket2::Socket, secs: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid socket and a c_int option value of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 impl TcpServer {
-    pub fn bind(addr: SocketAddr, layout: Layout, backlog: i32) -> io::Result<TcpServer> {
+    /// Binds the listeners of `layout` with the listen options of `limits`
+    /// (backlog, defer-accept).
+    pub fn bind(addr: SocketAddr, layout: Layout, limits: &Limits) -> io::Result<TcpServer> {
         let (n, per_core) = match layout {
             Layout::PerCore(n) => (n.max(1), true),
             Layout::MultiThread(_) => (1, false),
         };
-        let first = bind_one(addr, per_core, backlog)?;
+        let first = bind_one(addr, per_core, limits)?;
         let local_addr = first.local_addr()?;
         let mut listeners = vec![first];
         for _ in 1..n {
-            listeners.push(bind_one(local_addr, true, backlog)?);
+            listeners.push(bind_one(local_addr, true, limits)?);
         }
         let runtimes = match layout {
             Layout::PerCore(_) => (0..n)

@@ -52,6 +52,11 @@ pub struct Args {
     /// of initialize (or of each 2026-07-28 request). Never logged.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// TCP_DEFER_ACCEPT for the TCP listener, in seconds (0: off): a connection reaches accept()
+    /// with its first message, one wakeup instead of two. Every MCP client speaks first; a client
+    /// that connects and stays silent is accepted (or refused) only after about this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub defer_accept: u32,
     /// Serve Prometheus metrics on this address (GET /metrics).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -252,9 +257,10 @@ pub fn run(args: Args) -> CmdResult {
         idle_timeout: Duration::from_secs(args.idle_timeout.max(1)),
         write_timeout: Duration::from_secs(args.write_timeout.max(1)),
         line_timeout: Duration::from_secs(args.line_timeout.max(1)),
+        defer_accept_secs: args.defer_accept,
         ..Default::default()
     };
-    let server = TcpServer::bind(listen, layout, limits.backlog)
+    let server = TcpServer::bind(listen, layout, &limits)
         .with_context(|| format!("binding --listen {listen}"))?;
     let addr = server.local_addr();
     let (server, worker) = super::serve_workers::attach(&args, server)?;

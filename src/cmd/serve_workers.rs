@@ -52,6 +52,7 @@ fn worker_args(a: &Args) -> Vec<OsString> {
     kv("--write-timeout", a.write_timeout.to_string());
     kv("--line-timeout", a.line_timeout.to_string());
     kv("--drain-timeout", a.drain_timeout.to_string());
+    kv("--defer-accept", a.defer_accept.to_string());
     kv("--threads", a.threads.unwrap_or(1).to_string());
     kv("--runtime", a.runtime.clone());
     kv("--page-size", a.page_size.to_string());
