@@ -801,6 +801,24 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     .await
 }
 
+/// Adds a session whose initialize succeeded; past `--max-sessions`, the
+/// 503 to answer with instead (and the refusal counted).
+fn register_session(shared: &Shared, new: &Arc<Session>) -> Result<(), Response> {
+    if shared.sessions.insert(new.clone()).is_err() {
+        shared
+            .stats
+            .refused_sessions
+            .fetch_add(1, Ordering::Relaxed);
+        shared.count_refused("max-sessions");
+        return Err(unavailable(
+            shared.config.retry_after_secs,
+            "session limit reached (--max-sessions)",
+        ));
+    }
+    shared.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
 fn bytes_response(status: StatusCode, body: Bytes) -> Response {
     (
         status,
@@ -862,18 +880,9 @@ async fn answer(
             let mut sid = None;
             if let Some(new) = new_session {
                 if reply_succeeded(&reply) {
-                    if shared.sessions.insert(new.clone()).is_err() {
-                        shared
-                            .stats
-                            .refused_sessions
-                            .fetch_add(1, Ordering::Relaxed);
-                        shared.count_refused("max-sessions");
-                        return unavailable(
-                            shared.config.retry_after_secs,
-                            "session limit reached (--max-sessions)",
-                        );
+                    if let Err(full) = register_session(&shared, &new) {
+                        return full;
                     }
-                    shared.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
                     sid = HeaderValue::from_str(&new.id).ok();
                 } else {
                     status = StatusCode::BAD_REQUEST;
@@ -902,18 +911,9 @@ async fn answer(
             });
             if let Some(new) = &new_session {
                 // Initialize answered over SSE: register the session now.
-                if shared.sessions.insert(new.clone()).is_err() {
-                    shared
-                        .stats
-                        .refused_sessions
-                        .fetch_add(1, Ordering::Relaxed);
-                    shared.count_refused("max-sessions");
-                    return unavailable(
-                        shared.config.retry_after_secs,
-                        "session limit reached (--max-sessions)",
-                    );
+                if let Err(full) = register_session(&shared, new) {
+                    return full;
                 }
-                shared.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
             }
             let stream_session = session.clone();
             let loose = live_tx.clone();
