@@ -7,7 +7,7 @@
 mod probe;
 mod util;
 
-use probe::{listen_overflows, listener, scrape, ss_count, Probe, Script};
+use probe::{listen_overflows, queued, scrape, ss_count, Probe, Script};
 use util::{require_root, Netns};
 
 fn start_ebpf(ns: &Netns, args: &[&str]) -> Probe {
@@ -25,18 +25,9 @@ fn backlog_32_with_20_queued_reports_peak_20_limit_32() {
     if !require_root("backlog_32_with_20_queued_reports_peak_20_limit_32") {
         return;
     }
-    let ns = Netns::new("pq32");
-    let mut srv = Script::start(Some(&ns), &[], "listener.py", &["32"]);
-    let port = srv.line();
-    let probe = start_ebpf(
-        &ns,
-        &["--port", &port, "--once", "--json", "--interval", "3"],
-    );
-    srv.send("connect 20");
-    assert_eq!(srv.line(), "done");
-    let doc = probe.output();
+    let q = queued("pq32", 32, 20, "3", start_ebpf);
+    let (doc, l) = (&q.doc, &q.listener);
     assert_eq!(doc["source"], "ebpf", "{doc}");
-    let l = listener(&doc, port.parse().unwrap());
     assert_eq!(l["accept_queue_peak"], 20, "{l}");
     assert_eq!(l["accept_queue_depth"], 20, "{l}");
     assert_eq!(l["accept_queue_limit"], 32, "{l}");
@@ -48,18 +39,8 @@ fn backlog_8_with_40_connections_fills_at_9_and_counts_full_events() {
     if !require_root("backlog_8_with_40_connections_fills_at_9_and_counts_full_events") {
         return;
     }
-    let ns = Netns::new("pq8");
-    let mut srv = Script::start(Some(&ns), &[], "listener.py", &["8"]);
-    let port = srv.line();
-    let before = listen_overflows(&ns);
-    let probe = start_ebpf(
-        &ns,
-        &["--port", &port, "--once", "--json", "--interval", "3"],
-    );
-    srv.send("connect 40");
-    assert_eq!(srv.line(), "done");
-    let doc = probe.output();
-    let l = listener(&doc, port.parse().unwrap());
+    let q = queued("pq8", 8, 40, "3", start_ebpf);
+    let (doc, l, before) = (&q.doc, &q.listener, q.overflows_before);
     // sk_acceptq_is_full() is `backlog > max`: the kernel queues limit + 1.
     assert_eq!(l["accept_queue_peak"], 9, "{l}");
     assert_eq!(l["accept_queue_limit"], 8, "{l}");
@@ -73,7 +54,7 @@ fn backlog_8_with_40_connections_fills_at_9_and_counts_full_events() {
         overflows >= before + 31,
         "ListenOverflows {before} -> {overflows}"
     );
-    assert!(listen_overflows(&ns) >= before + 31);
+    assert!(listen_overflows(&q.ns) >= before + 31);
 }
 
 #[test]

@@ -6,7 +6,7 @@
 mod probe;
 mod util;
 
-use probe::{listen_overflows, listener, ss_count, ss_count_where, Probe, Script};
+use probe::{queued, ss_count, ss_count_where, Probe, Script};
 use util::{require_root, Netns};
 
 fn start_poll(ns: &Netns, args: &[&str]) -> Probe {
@@ -26,16 +26,8 @@ fn poll_backlog_32_with_20_queued_reports_depth_20_limit_32() {
     if !require_root("poll_backlog_32_with_20_queued_reports_depth_20_limit_32") {
         return;
     }
-    let ns = Netns::new("pp32");
-    let mut srv = Script::start(Some(&ns), &[], "listener.py", &["32"]);
-    let port = srv.line();
-    let probe = start_poll(
-        &ns,
-        &["--port", &port, "--once", "--json", "--interval", "2"],
-    );
-    srv.send("connect 20");
-    assert_eq!(srv.line(), "done");
-    let doc = probe.output();
+    let q = queued("pp32", 32, 20, "2", start_poll);
+    let (doc, l) = (&q.doc, &q.listener);
     assert_eq!(doc["source"], "poll");
     assert_eq!(doc["ebpf"]["enabled"], false);
     assert_eq!(doc["ebpf"]["reason"], "disabled by --no-ebpf");
@@ -43,7 +35,6 @@ fn poll_backlog_32_with_20_queued_reports_depth_20_limit_32() {
         .as_str()
         .unwrap()
         .contains("disabled by --no-ebpf"));
-    let l = listener(&doc, port.parse().unwrap());
     assert_eq!(l["accept_queue_depth"], 20, "{l}");
     assert_eq!(l["accept_queue_peak"], 20, "{l}");
     assert_eq!(l["accept_queue_limit"], 32, "{l}");
@@ -58,18 +49,8 @@ fn poll_backlog_8_with_40_connections_shows_depth_9_and_overflows() {
     if !require_root("poll_backlog_8_with_40_connections_shows_depth_9_and_overflows") {
         return;
     }
-    let ns = Netns::new("pp8");
-    let mut srv = Script::start(Some(&ns), &[], "listener.py", &["8"]);
-    let port = srv.line();
-    let before = listen_overflows(&ns);
-    let probe = start_poll(
-        &ns,
-        &["--port", &port, "--once", "--json", "--interval", "2"],
-    );
-    srv.send("connect 40");
-    assert_eq!(srv.line(), "done");
-    let doc = probe.output();
-    let l = listener(&doc, port.parse().unwrap());
+    let q = queued("pp8", 8, 40, "2", start_poll);
+    let (doc, l, before) = (&q.doc, &q.listener, q.overflows_before);
     assert_eq!(l["accept_queue_depth"], 9, "{l}");
     assert_eq!(l["accept_queue_limit"], 8, "{l}");
     let overflows = doc["snapshot"]["netstat"]["listen_overflows"]

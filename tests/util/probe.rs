@@ -213,3 +213,44 @@ pub fn listener(doc: &Value, port: u16) -> Value {
         .unwrap_or_else(|| panic!("no listener on {port} in {doc}"))
         .clone()
 }
+
+/// What a probe saw of a listener that never accepts.
+pub struct Queued {
+    pub ns: Netns,
+    /// The probe's `--once --json` document.
+    pub doc: Value,
+    /// The listener's entry in it.
+    pub listener: Value,
+    /// The namespace's ListenOverflows before the connections.
+    pub overflows_before: u64,
+}
+
+/// In a new namespace `tag`: a listener with `backlog` that never accepts,
+/// a probe started by `start` on its port (`--once --json --interval
+/// SECS`), then `connections` clients; returns what the probe printed.
+pub fn queued(
+    tag: &str,
+    backlog: u32,
+    connections: u32,
+    interval: &str,
+    start: impl Fn(&Netns, &[&str]) -> Probe,
+) -> Queued {
+    let ns = Netns::new(tag);
+    let mut srv = Script::start(Some(&ns), &[], "listener.py", &[&backlog.to_string()]);
+    let port = srv.line();
+    let overflows_before = listen_overflows(&ns);
+    let probe = start(
+        &ns,
+        &["--port", &port, "--once", "--json", "--interval", interval],
+    );
+    srv.send(&format!("connect {connections}"));
+    assert_eq!(srv.line(), "done");
+    let doc = probe.output();
+    let listener = listener(&doc, port.parse().unwrap());
+    Queued {
+        ns,
+        doc,
+        listener,
+        overflows_before,
+    }
+}
