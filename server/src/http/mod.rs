@@ -803,20 +803,20 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
 
 /// Adds a session whose initialize succeeded; past `--max-sessions`, the
 /// 503 to answer with instead (and the refusal counted).
-fn register_session(shared: &Shared, new: &Arc<Session>) -> Result<(), Response> {
+fn register_session(shared: &Shared, new: &Arc<Session>) -> Option<Response> {
     if shared.sessions.insert(new.clone()).is_err() {
         shared
             .stats
             .refused_sessions
             .fetch_add(1, Ordering::Relaxed);
         shared.count_refused("max-sessions");
-        return Err(unavailable(
+        return Some(unavailable(
             shared.config.retry_after_secs,
             "session limit reached (--max-sessions)",
         ));
     }
     shared.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
-    Ok(())
+    None
 }
 
 fn bytes_response(status: StatusCode, body: Bytes) -> Response {
@@ -880,7 +880,7 @@ async fn answer(
             let mut sid = None;
             if let Some(new) = new_session {
                 if reply_succeeded(&reply) {
-                    if let Err(full) = register_session(&shared, &new) {
+                    if let Some(full) = register_session(shared, &new) {
                         return full;
                     }
                     sid = HeaderValue::from_str(&new.id).ok();
@@ -911,7 +911,7 @@ async fn answer(
             });
             if let Some(new) = &new_session {
                 // Initialize answered over SSE: register the session now.
-                if let Err(full) = register_session(&shared, new) {
+                if let Some(full) = register_session(shared, new) {
                     return full;
                 }
             }
