@@ -24,13 +24,15 @@ pub type CmdResult = anyhow::Result<std::process::ExitCode>;
 /// For processes that hold tens of thousands of sessions (`serve`, `flood`):
 /// glibc grows a thread's heap by 128 KiB at a time, one `mprotect` each,
 /// and at that size every `mprotect` rebalances a large VMA tree; perf put
-/// it at 4% of a server worker's CPU while sessions were opened. Growing in
-/// 16 MiB steps costs nothing resident: untouched pages are not in RSS.
+/// it at 4% of a server worker's CPU while sessions were opened. 1 MiB
+/// steps make that 8 times rarer; 16 MiB cost about 300 B of RSS per idle
+/// session (`headroom bench sessions`: freed pages kept at the heap's top),
+/// 1 MiB nothing measurable.
 pub fn grow_heap_in_large_steps() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets an allocator parameter; called before the
     // process starts its threads.
     unsafe {
-        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+        libc::mallopt(libc::M_TOP_PAD, 1 << 20);
     }
 }
