@@ -99,6 +99,7 @@ fn bench_probe_counts_every_connection_and_drops_none() {
         }
         assert!(steady[side]["calls_per_second"].is_f64(), "{steady}");
         assert!(steady[side]["p99_us"].is_f64(), "{steady}");
+        assert!(steady[side]["cpu_us_per_call"].is_f64(), "{steady}");
     }
     // The probe was read at least once per attached round (plus the final reads).
     assert!(

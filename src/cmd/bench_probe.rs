@@ -265,6 +265,31 @@ fn churn(target: SocketAddr, threads: usize, total: u64, rate: f64, duration: Du
     }
 }
 
+/// CPU seconds (user + system) used so far by this process (load client,
+/// churn threads, probe refresh) and by the server child: on a host where
+/// both run flat out, throughput lost to the probe shows up as CPU per call
+/// gained, and that ratio is far less disturbed by other work on the host
+/// than calls per second are.
+fn cpu_seconds(server: u32) -> f64 {
+    // SAFETY: getrusage fills the struct we hand it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let own = tv(ru.ru_utime) + tv(ru.ru_stime);
+    // /proc/PID/stat fields 14 and 15, in clock ticks, after the ")" of comm.
+    let child = std::fs::read_to_string(format!("/proc/{server}/stat"))
+        .ok()
+        .and_then(|t| {
+            let rest = t.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    own + child / hz
+}
+
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -299,6 +324,10 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
         .build()?;
     let mut steady: [Vec<bench::Throughput>; 2] = [Vec::new(), Vec::new()];
     let mut churns: [Vec<Churn>; 2] = [Vec::new(), Vec::new()];
+    // CPU microseconds per call and per connection, per round.
+    let mut cpu_call: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu_conn: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let pid = srv.child.id();
     let mut reads = 0;
     for round in 0..o.rounds * 2 {
         let on = round % 2 == 1;
@@ -307,6 +336,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
         } else {
             None
         };
+        let c0 = cpu_seconds(pid);
         let t = rt
             .block_on(bench::throughput(
                 srv.addr,
@@ -317,6 +347,8 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
                 true,
             ))
             .context("echo load")?;
+        let c1 = cpu_seconds(pid);
+        cpu_call[on as usize].push((c1 - c0) * 1e6 / t.calls.max(1) as f64);
         steady[on as usize].push(t);
         if o.churn_seconds > 0.0 {
             let c = churn(
@@ -326,6 +358,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
                 0.0,
                 Duration::from_secs_f64(o.churn_seconds),
             );
+            cpu_conn[on as usize].push((cpu_seconds(pid) - c1) * 1e6 / c.made.max(1) as f64);
             churns[on as usize].push(c);
         }
         if let Some(p) = probe {
@@ -333,50 +366,64 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
         }
     }
     let attributed = attribute(o, &srv, &rt)?;
-    let side = |v: &[bench::Throughput]| {
+    let side = |v: &[bench::Throughput], cpu: &[f64]| {
         let cps: Vec<f64> = v.iter().map(|t| t.calls_per_second).collect();
         let p99: Vec<f64> = v.iter().map(|t| t.p99_us).collect();
         json!({
             "calls_per_second": median(&cps),
             "p99_us": median(&p99),
-            "rounds": v,
+            "cpu_us_per_call": median(cpu),
+            "rounds": v.iter().zip(cpu).map(|(t, c)| {
+                let mut r = serde_json::to_value(t).expect("plain struct");
+                r["cpu_us_per_call"] = json!(c);
+                r
+            }).collect::<Vec<_>>(),
         })
     };
-    let (off, on) = (side(&steady[0]), side(&steady[1]));
+    let (off, on) = (
+        side(&steady[0], &cpu_call[0]),
+        side(&steady[1], &cpu_call[1]),
+    );
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     let steady = json!({
         "seconds_per_round": o.seconds,
         "sessions": o.sessions,
         "in_flight": o.in_flight,
-        "drop_percent": drop_percent(
-            off["calls_per_second"].as_f64().unwrap_or(0.0),
-            on["calls_per_second"].as_f64().unwrap_or(0.0),
-        ),
-        "p99_increase_percent": -drop_percent(
-            off["p99_us"].as_f64().unwrap_or(0.0),
-            on["p99_us"].as_f64().unwrap_or(0.0),
-        ),
+        "drop_percent": drop_percent(f(&off, "calls_per_second"), f(&on, "calls_per_second")),
+        "p99_increase_percent": -drop_percent(f(&off, "p99_us"), f(&on, "p99_us")),
+        "cpu_per_call_increase_percent":
+            -drop_percent(f(&off, "cpu_us_per_call"), f(&on, "cpu_us_per_call")),
         "probe_reads": reads,
         "off": off,
         "on": on,
     });
-    let churn_side = |v: &[Churn]| {
+    let churn_side = |v: &[Churn], cpu: &[f64]| {
         let rates: Vec<f64> = v.iter().map(|c| c.made as f64 / c.seconds).collect();
         json!({
             "connections_per_second": median(&rates),
-            "rounds": v.iter().map(|c| json!({
+            "cpu_us_per_connection": median(cpu),
+            "rounds": v.iter().zip(cpu).map(|(c, cpu)| json!({
                 "made": c.made, "failed": c.failed, "seconds": c.seconds,
                 "connections_per_second": c.made as f64 / c.seconds,
+                "cpu_us_per_connection": cpu,
             })).collect::<Vec<_>>(),
         })
     };
     let churn = if o.churn_seconds > 0.0 {
-        let (off, on) = (churn_side(&churns[0]), churn_side(&churns[1]));
+        let (off, on) = (
+            churn_side(&churns[0], &cpu_conn[0]),
+            churn_side(&churns[1], &cpu_conn[1]),
+        );
         json!({
             "seconds_per_round": o.churn_seconds,
             "threads": o.threads,
             "drop_percent": drop_percent(
-                off["connections_per_second"].as_f64().unwrap_or(0.0),
-                on["connections_per_second"].as_f64().unwrap_or(0.0),
+                f(&off, "connections_per_second"),
+                f(&on, "connections_per_second"),
+            ),
+            "cpu_per_connection_increase_percent": -drop_percent(
+                f(&off, "cpu_us_per_connection"),
+                f(&on, "cpu_us_per_connection"),
             ),
             "off": off,
             "on": on,
