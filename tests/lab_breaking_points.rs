@@ -52,8 +52,14 @@ fn lab_port_range_bound() {
                 "50",
                 "--timeout",
                 "5s",
+                "--port",
+                &port.to_string(),
             ],
         );
+        // The flood's model names its own wall, not the listener's.
+        assert_eq!(r["prediction"]["binding"], "ephemeral-ports", "{r:#}");
+        assert_eq!(r["prediction"]["predicted_max_connections"], predicted);
+        assert_eq!(r["prediction"]["ratio"], 1.0);
         assert_eq!(r["opened"], predicted, "sources {sources}: {r:#}");
         assert_eq!(r["stop"], "failure", "{r:#}");
         assert_eq!(r["breaking_point"]["connections"], predicted);

@@ -193,6 +193,49 @@ pub struct PredictionCheck {
     pub ratio: f64,
 }
 
+impl PredictionCheck {
+    /// The model's word on how many connections this flood can hold: the
+    /// server's prediction (connections it can still take), or the flood's
+    /// own wall when that comes first, the ephemeral ports of its source
+    /// addresses to this destination (`client_ports`, a constraint whose
+    /// `max_connections` counts new connections only).
+    pub fn new(
+        server: &headroom_core::Prediction,
+        client_ports: Option<&headroom_core::Constraint>,
+        measured: u64,
+    ) -> PredictionCheck {
+        let server_room = server
+            .predicted_max_connections
+            .saturating_sub(server.connections);
+        let (predicted, binding, explanation) = match client_ports {
+            Some(c) if c.max_connections < server_room => (
+                c.max_connections,
+                c.name.clone(),
+                format!("{} (the client's side)", c.explanation),
+            ),
+            _ => (
+                server_room,
+                server.binding.clone(),
+                server
+                    .binding_constraint()
+                    .map(|c| c.explanation.clone())
+                    .unwrap_or_default(),
+            ),
+        };
+        PredictionCheck {
+            predicted_max_connections: predicted,
+            binding,
+            explanation,
+            measured,
+            ratio: if predicted > 0 {
+                measured as f64 / predicted as f64
+            } else {
+                0.0
+            },
+        }
+    }
+}
+
 /// Bomb phase totals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BombSummary {
@@ -565,6 +608,38 @@ mod tests {
         assert_eq!(r.measured(), 470);
         // Two side-by-side workers: first failure after about 2 x 170.
         assert_eq!(r.first_failure_after, Some(340));
+    }
+
+    #[test]
+    fn prediction_check_takes_the_clients_port_wall_when_it_comes_first() {
+        let server = headroom_core::Prediction {
+            connections: 10,
+            predicted_max_connections: 59_850,
+            binding: "nofile".into(),
+            constraints: Vec::new(),
+            processes: 3,
+            next_wall: None,
+        };
+        // 30,000 ports, one source, none in use: the flood's wall.
+        let ports = headroom_core::ephemeral_ports_per_destination((30000, 59999), 1, 0, 0);
+        let c = PredictionCheck::new(&server, Some(&ports), 30_000);
+        assert_eq!(c.predicted_max_connections, 30_000);
+        assert_eq!(c.binding, "ephemeral-ports");
+        assert!(
+            c.explanation.ends_with("(the client's side)"),
+            "{}",
+            c.explanation
+        );
+        assert_eq!(c.ratio, 1.0);
+        // Two sources: the server's room (59,850 less the 10 it holds) comes first.
+        let ports = headroom_core::ephemeral_ports_per_destination((30000, 59999), 2, 0, 0);
+        let c = PredictionCheck::new(&server, Some(&ports), 59_840);
+        assert_eq!(
+            (c.predicted_max_connections, c.binding.as_str()),
+            (59_840, "nofile")
+        );
+        let c = PredictionCheck::new(&server, None, 0);
+        assert_eq!((c.predicted_max_connections, c.ratio), (59_840, 0.0));
     }
 
     #[test]

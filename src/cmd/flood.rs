@@ -4,7 +4,7 @@
 
 use super::{CmdResult, EXIT_ERROR};
 use anyhow::Context;
-use headroom_core::{ModelConfig, Prediction};
+use headroom_core::{Constraint, ModelConfig, Prediction};
 use headroom_flood::{FloodReport, Mode, Plan, PredictionCheck};
 use headroom_probe::Target;
 use std::net::SocketAddr;
@@ -118,6 +118,7 @@ pub fn run(args: Args) -> CmdResult {
     // The model's word comes first: a prediction taken before the flood,
     // from the idle server, is a prediction and not a measurement.
     let prediction = predict_target(args.pid, args.port)?;
+    let client_ports = prediction.as_ref().and_then(|_| client_ports(&plan));
 
     let exe =
         std::env::current_exe().context("cannot find our own executable for worker processes")?;
@@ -131,21 +132,11 @@ pub fn run(args: Args) -> CmdResult {
         |_| {},
     )?;
     if let Some(p) = prediction {
-        let measured = report.measured();
-        report.prediction = Some(PredictionCheck {
-            predicted_max_connections: p.predicted_max_connections,
-            binding: p.binding.clone(),
-            explanation: p
-                .binding_constraint()
-                .map(|c| c.explanation.clone())
-                .unwrap_or_default(),
-            measured,
-            ratio: if p.predicted_max_connections > 0 {
-                measured as f64 / p.predicted_max_connections as f64
-            } else {
-                0.0
-            },
-        });
+        report.prediction = Some(PredictionCheck::new(
+            &p,
+            client_ports.as_ref(),
+            report.measured(),
+        ));
     }
     print(&report, args.json)
 }
@@ -161,6 +152,41 @@ fn predict_target(pid: Option<u32>, port: Option<u16>) -> anyhow::Result<Option<
         .with_context(|| format!("reading the limits of {target} for the prediction"))?;
     Ok(Some(headroom_core::predict(&snap, &ModelConfig::default())))
 }
+
+/// The flood's own wall, taken with the server's prediction: ephemeral
+/// ports per (source address, destination) in this namespace, less the
+/// ports its source addresses already hold to the target. `None` when
+/// sock_diag or the port range cannot be read (the server's prediction
+/// then stands alone).
+fn client_ports(plan: &Plan) -> Option<Constraint> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = range.split_whitespace().map(|v| v.parse::<u16>().ok());
+    let range = (it.next()??, it.next()??);
+    let sources = headroom_flood::spec::source_addresses(&plan.target, plan.sources).ok()?;
+    // connect() reuses a TIME_WAIT port to the same destination when
+    // tcp_tw_reuse allows it (2, the default: on loopback).
+    let tw_reuse = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_tw_reuse")
+        .ok()
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .unwrap_or(0);
+    let tw_free = tw_reuse == 1 || (tw_reuse == 2 && plan.target.ip().is_loopback());
+    let in_use = headroom_probe::poll::diag::dump_tcp()
+        .ok()?
+        .iter()
+        .filter(|s| s.remote == plan.target)
+        .filter(|s| sources.is_empty() || sources.contains(&s.local.ip()))
+        .filter(|s| !(tw_free && s.state == TCP_TIME_WAIT))
+        .count() as u64;
+    Some(headroom_core::ephemeral_ports_per_destination(
+        range,
+        u64::from(plan.sources.max(1)),
+        in_use,
+        0,
+    ))
+}
+
+/// The kernel's TCP_TIME_WAIT state number (sock_diag).
+const TCP_TIME_WAIT: u8 = 6;
 
 fn print(report: &FloodReport, json: bool) -> CmdResult {
     if json {
