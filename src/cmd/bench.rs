@@ -1,7 +1,11 @@
 //! `headroom bench`: memory per idle session, open rate, and echo
-//! throughput beside a bare line server. The servers run as child
-//! processes (`headroom serve`, `headroom bench bare-server`); this process
-//! is the client. Numbers are printed, never asserted.
+//! throughput over TCP and Streamable HTTP, beside a bare line server and
+//! the official Rust MCP SDK (rmcp, `examples/rmcp_echo.rs`) serving the
+//! same tool. The servers run as child processes (`headroom serve`,
+//! `headroom bench bare-server`, `rmcp_echo`); this process is the one
+//! client for all of them, and throughput rounds are interleaved so noise
+//! from other work hits every server alike. Numbers are printed, never
+//! asserted.
 
 use super::CmdResult;
 use anyhow::{bail, Context};
@@ -9,6 +13,7 @@ use headroom_server::bench;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
@@ -33,15 +38,38 @@ pub enum What {
         /// Server runtime layout: per-core or multi.
         #[arg(long, default_value = "per-core")]
         runtime: String,
+        #[command(flatten)]
+        rmcp: RmcpArg,
     },
-    /// tools/call echo throughput and latency, beside a bare line server.
+    /// tools/call echo throughput and latency, beside a bare line server and
+    /// the official Rust SDK (rmcp) serving the same tool.
     Throughput {
         #[arg(long, default_value_t = 100)]
         sessions: usize,
         #[arg(long, default_value_t = 16)]
         in_flight: usize,
+        /// Seconds of load per server, split into --rounds.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// Rounds, each server in turn, so noise from other work hits all alike.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[command(flatten)]
+        rmcp: RmcpArg,
+    },
+    /// Streamable HTTP (stateless, JSON responses): tools/call echo from N
+    /// keep-alive HTTP/1.1 clients, `headroom serve --http` beside rmcp.
+    Http {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds of load per server, split into --rounds.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Rounds, each server in turn, so noise from other work hits all alike.
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[command(flatten)]
+        rmcp: RmcpArg,
     },
     /// Sequential connect+initialize rate per runtime layout (the measurement the layout was chosen from).
     Layout {
@@ -100,28 +128,95 @@ pub enum What {
     },
 }
 
+/// Where the rmcp comparator is (`examples/rmcp_echo.rs`).
+#[derive(clap::Args, Clone)]
+pub struct RmcpArg {
+    /// The rmcp comparator binary, or `none` to measure headroom alone
+    /// [default: examples/rmcp_echo next to this binary; build it with
+    /// `cargo build --release --example rmcp_echo`].
+    #[arg(long = "rmcp", value_name = "PATH|none")]
+    path: Option<String>,
+}
+
+impl RmcpArg {
+    /// The comparator to run, or why there is none (said in the output).
+    fn locate(&self) -> anyhow::Result<Result<PathBuf, String>> {
+        match self.path.as_deref() {
+            Some("none") => Ok(Err("not measured (--rmcp none)".into())),
+            Some(p) => {
+                let p = PathBuf::from(p);
+                if !p.is_file() {
+                    bail!("--rmcp {}: no such file", p.display());
+                }
+                Ok(Ok(p))
+            }
+            None => {
+                let exe = std::env::current_exe().context("locating the headroom binary")?;
+                let p = exe
+                    .parent()
+                    .context("the headroom binary has no directory")?
+                    .join("examples")
+                    .join("rmcp_echo");
+                if p.is_file() {
+                    Ok(Ok(p))
+                } else {
+                    let why = format!(
+                        "not measured: no rmcp comparator at {} (build it with `cargo build --release --example rmcp_echo`, or pass --rmcp PATH)",
+                        p.display()
+                    );
+                    eprintln!("headroom bench: rmcp {why}");
+                    Ok(Err(why))
+                }
+            }
+        }
+    }
+}
+
 /// A child server, killed on drop.
 struct ChildServer {
     child: Child,
     addr: SocketAddr,
+    /// The ready line the server printed.
+    ready: Value,
 }
 
 impl ChildServer {
     fn spawn(args: &[&str]) -> anyhow::Result<ChildServer> {
         let exe = std::env::current_exe().context("locating the headroom binary")?;
-        let mut child = Command::new(exe)
+        ChildServer::spawn_program(&exe, args)
+    }
+
+    /// Runs `program args`; its first stdout line is JSON naming the
+    /// address in `listen` (or `http` for `serve --http` alone).
+    fn spawn_program(program: &Path, args: &[&str]) -> anyhow::Result<ChildServer> {
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting the server under test")?;
+            .with_context(|| format!("starting {}", program.display()))?;
         let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        let v: Value =
-            serde_json::from_str(&line).with_context(|| format!("server ready line {line:?}"))?;
-        let addr = v["listen"].as_str().context("no listen address")?.parse()?;
-        Ok(ChildServer { child, addr })
+        let read = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
+        let ready: anyhow::Result<(SocketAddr, Value)> = (|| {
+            read?;
+            let v: Value = serde_json::from_str(&line)
+                .with_context(|| format!("{}: ready line {line:?}", program.display()))?;
+            let addr = v["listen"]
+                .as_str()
+                .or(v["http"].as_str())
+                .context("no listen address in the ready line")?
+                .parse()?;
+            Ok((addr, v))
+        })();
+        match ready {
+            Ok((addr, ready)) => Ok(ChildServer { child, addr, ready }),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
+        }
     }
 
     fn serve(extra: &[&str]) -> anyhow::Result<ChildServer> {
@@ -156,8 +251,9 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn sessions(n: usize, concurrency: usize, runtime: &str) -> anyhow::Result<Value> {
-    let srv = ChildServer::serve(&["--runtime", runtime])?;
+/// Opens `n` idle initialized sessions on `srv`; RSS per session and the
+/// open rate.
+fn sessions_on(srv: &ChildServer, n: usize, concurrency: usize) -> anyhow::Result<Value> {
     let rt = client_runtime()?;
     std::thread::sleep(Duration::from_millis(300));
     let rss0 = srv.rss();
@@ -172,7 +268,6 @@ fn sessions(n: usize, concurrency: usize, runtime: &str) -> anyhow::Result<Value
     let out = json!({
         "sessions": n,
         "concurrency": concurrency,
-        "runtime": runtime,
         "open_seconds": took.as_secs_f64(),
         "sessions_per_second": n as f64 / took.as_secs_f64(),
         "server_rss_before_bytes": rss0,
@@ -187,35 +282,168 @@ fn sessions(n: usize, concurrency: usize, runtime: &str) -> anyhow::Result<Value
     Ok(out)
 }
 
-fn throughput(sessions: usize, in_flight: usize, seconds: u64) -> anyhow::Result<Value> {
+fn sessions(n: usize, concurrency: usize, runtime: &str, rmcp: &RmcpArg) -> anyhow::Result<Value> {
+    let rmcp = rmcp.locate()?;
+    let srv = ChildServer::serve(&["--runtime", runtime])?;
+    let mut h = sessions_on(&srv, n, concurrency)?;
+    drop(srv);
+    h["runtime"] = json!(runtime);
+    let mut out = h.clone();
+    // The same client against rmcp, one server at a time (RSS is per process).
+    let r = match &rmcp {
+        Ok(path) => {
+            let srv = ChildServer::spawn_program(path, &["--tcp", "127.0.0.1:0"])?;
+            let mut r = sessions_on(&srv, n, concurrency)?;
+            r["runtime"] = srv.ready["runtime"].clone();
+            Some(r)
+        }
+        Err(_) => None,
+    };
+    let ratio = |k: &str| {
+        r.as_ref()
+            .map(|r| json!(h[k].as_f64().unwrap_or(0.0) / r[k].as_f64().unwrap_or(f64::NAN)))
+            .unwrap_or(Value::Null)
+    };
+    out["rmcp"] = match (&r, &rmcp) {
+        (Some(r), _) => r.clone(),
+        (None, Err(why)) => json!({ "skipped": why }),
+        (None, Ok(_)) => Value::Null,
+    };
+    out["rss_per_session_headroom_to_rmcp"] = ratio("rss_per_session_bytes");
+    out["open_rate_headroom_to_rmcp"] = ratio("sessions_per_second");
+    Ok(out)
+}
+
+/// Runs `rounds` rounds; in each, every server gets `per_round` of load in
+/// turn. Returns each server's merged samples, in `servers` order.
+fn interleaved<F>(
+    rt: &tokio::runtime::Runtime,
+    servers: usize,
+    rounds: u32,
+    mut round: F,
+) -> anyhow::Result<Vec<bench::Samples>>
+where
+    F: FnMut(
+        usize,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<bench::Samples>>>,
+    >,
+{
+    let mut all: Vec<bench::Samples> = (0..servers).map(|_| bench::Samples::default()).collect();
+    for _ in 0..rounds {
+        for (i, acc) in all.iter_mut().enumerate() {
+            acc.merge(rt.block_on(round(i))?);
+        }
+    }
+    Ok(all)
+}
+
+fn check_rounds(seconds: u64, rounds: u32) -> anyhow::Result<Duration> {
+    if rounds == 0 || seconds == 0 {
+        bail!("--seconds and --rounds must be at least 1");
+    }
+    Ok(Duration::from_secs_f64(seconds as f64 / rounds as f64))
+}
+
+fn throughput(
+    sessions: usize,
+    in_flight: usize,
+    seconds: u64,
+    rounds: u32,
+    rmcp: &RmcpArg,
+) -> anyhow::Result<Value> {
+    if sessions == 0 || in_flight == 0 {
+        bail!("--sessions and --in-flight must be at least 1");
+    }
+    let per_round = check_rounds(seconds, rounds)?;
+    let rmcp = rmcp.locate()?;
     let rt = client_runtime()?;
-    let d = Duration::from_secs(seconds);
     let bare = ChildServer::spawn(&["bench", "bare-server"])?;
-    let b = rt.block_on(bench::throughput(
-        bare.addr,
-        sessions,
-        in_flight,
-        d,
-        bench::ECHO_CALL,
-        false,
-    ))?;
-    drop(bare);
     let mcp = ChildServer::serve(&[])?;
-    let m = rt.block_on(bench::throughput(
-        mcp.addr,
-        sessions,
-        in_flight,
-        d,
-        bench::ECHO_CALL,
-        true,
-    ))?;
-    drop(mcp);
+    let rm = match &rmcp {
+        Ok(p) => Some(ChildServer::spawn_program(p, &["--tcp", "127.0.0.1:0"])?),
+        Err(_) => None,
+    };
+    // (address, is an MCP server) in the order each round visits them.
+    let mut targets = vec![(bare.addr, false), (mcp.addr, true)];
+    if let Some(r) = &rm {
+        targets.push((r.addr, true));
+    }
+    let mut s = interleaved(&rt, targets.len(), rounds, |i| {
+        let (addr, is_mcp) = targets[i];
+        Box::pin(bench::throughput_samples(
+            addr,
+            sessions,
+            in_flight,
+            per_round,
+            bench::ECHO_CALL,
+            is_mcp,
+        ))
+    })?;
+    let b = s[0].summary();
+    let m = s[1].summary();
+    let r = s.get_mut(2).map(|r| r.summary());
     Ok(json!({
         "sessions": sessions,
         "in_flight": in_flight,
+        "rounds": rounds,
         "headroom_serve": m,
         "bare_line_server": b,
+        "rmcp": match (&r, &rmcp) {
+            (Some(r), _) => json!(r),
+            (None, Err(why)) => json!({ "skipped": why }),
+            (None, Ok(_)) => Value::Null,
+        },
+        "rmcp_runtime": rm.as_ref().map_or(Value::Null, |r| r.ready["runtime"].clone()),
         "ratio_to_bare": m.calls_per_second / b.calls_per_second,
+        "ratio_to_rmcp": r.as_ref().map_or(Value::Null, |r| json!(m.calls_per_second / r.calls_per_second)),
+    }))
+}
+
+fn http(clients: usize, seconds: u64, rounds: u32, rmcp: &RmcpArg) -> anyhow::Result<Value> {
+    if clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let per_round = check_rounds(seconds, rounds)?;
+    let rmcp = rmcp.locate()?;
+    let rt = client_runtime()?;
+    let hr = ChildServer::spawn(&["serve", "--http", "127.0.0.1:0", "--json"])?;
+    let rm = match &rmcp {
+        Ok(p) => Some(ChildServer::spawn_program(p, &["--http", "127.0.0.1:0"])?),
+        Err(_) => None,
+    };
+    let mut targets = vec![hr.addr];
+    if let Some(r) = &rm {
+        targets.push(r.addr);
+    }
+    let mut s = interleaved(&rt, targets.len(), rounds, |i| {
+        Box::pin(bench::http_throughput(
+            targets[i],
+            clients,
+            per_round,
+            bench::HTTP_ECHO_CALL,
+        ))
+    })?;
+    let h = s[0].summary();
+    let r = s.get_mut(1).map(|r| r.summary());
+    let req = bench::HTTP_ECHO_CALL;
+    Ok(json!({
+        "clients": clients,
+        "rounds": rounds,
+        "request": {
+            "method": "POST",
+            "path": "/mcp",
+            "headers": req.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>(),
+            "body": req.body,
+        },
+        "headroom_serve": h,
+        "rmcp": match (&r, &rmcp) {
+            (Some(r), _) => json!(r),
+            (None, Err(why)) => json!({ "skipped": why }),
+            (None, Ok(_)) => Value::Null,
+        },
+        "rmcp_runtime": rm.as_ref().map_or(Value::Null, |r| r.ready["runtime"].clone()),
+        "ratio_to_rmcp": r.as_ref().map_or(Value::Null, |r| json!(h.calls_per_second / r.calls_per_second)),
     }))
 }
 
@@ -362,17 +590,29 @@ pub fn run(args: Args) -> CmdResult {
             sessions: n,
             concurrency,
             runtime,
+            rmcp,
         }) => {
             if runtime != "per-core" && runtime != "multi" {
                 bail!("--runtime must be per-core or multi");
             }
-            json!({"sessions": sessions(n, concurrency, &runtime)?})
+            if n == 0 {
+                bail!("--sessions must be at least 1");
+            }
+            json!({"sessions": sessions(n, concurrency, &runtime, &rmcp)?})
         }
         Some(What::Throughput {
             sessions,
             in_flight,
             seconds,
-        }) => json!({"throughput": throughput(sessions, in_flight, seconds)?}),
+            rounds,
+            rmcp,
+        }) => json!({"throughput": throughput(sessions, in_flight, seconds, rounds, &rmcp)?}),
+        Some(What::Http {
+            clients,
+            seconds,
+            rounds,
+            rmcp,
+        }) => json!({"http": http(clients, seconds, rounds, &rmcp)?}),
         Some(What::Layout { sessions }) => json!({"layout": layout(sessions)?}),
         Some(What::Top {
             connections,
@@ -406,11 +646,15 @@ pub fn run(args: Args) -> CmdResult {
             };
             json!({"probe": super::bench_probe::run(&o)?})
         }
-        None => json!({
-            "sessions": sessions(15_000, 64, "per-core")?,
-            "throughput": throughput(100, 16, 5)?,
-            "layout": layout(5_000)?,
-        }),
+        None => {
+            let rmcp = RmcpArg { path: None };
+            json!({
+                "sessions": sessions(15_000, 64, "per-core", &rmcp)?,
+                "throughput": throughput(100, 16, 5, 5, &rmcp)?,
+                "http": http(64, 5, 5, &rmcp)?,
+                "layout": layout(5_000)?,
+            })
+        }
     };
     if args.json {
         println!("{result}");
