@@ -54,6 +54,8 @@ pub struct Config {
     pub off_tw_timer: u32,
     /// 1: a socket entering LISTEN adds its (netns, port) to WATCH_PORTS.
     pub watch_new_listeners: u32,
+    /// struct timer_list: function (the callback pointer).
+    pub off_timer_function: u32,
     /// Address of tw_timer_handler from /proc/kallsyms; 0 disables TIME_WAIT tracking.
     pub tw_timer_fn: u64,
 }

@@ -73,6 +73,7 @@ pub fn resolve_config() -> Result<Config, Error> {
         off_net_inum: ns + member_offset(&btf, "ns_common", "inum")?,
         off_tw_timer: member_offset(&btf, "inet_timewait_sock", "tw_timer")?,
         watch_new_listeners: 1,
+        off_timer_function: member_offset(&btf, "timer_list", "function")?,
         tw_timer_fn: 0,
     })
 }
