@@ -867,7 +867,13 @@ async fn answer(
             Ok(out) => Err((Some(out), Some(reply))),
             Err(_) => Ok(reply),
         },
-        out = rx.recv() => Err((out, None)),
+        out = rx.recv() => match out {
+            Some(out) => Err((Some(out), None)),
+            // The handler let go of the related channel without a word
+            // (it can before its reply is handed over): nothing but the
+            // reply is coming, so it is still a JSON answer, not a stream.
+            None => Ok((&mut work).await),
+        },
     };
     match first {
         Ok(reply) => {
