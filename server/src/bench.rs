@@ -320,15 +320,7 @@ pub async fn throughput_samples(
             }
         }));
     }
-    let mut out = Samples::default();
-    for t in tasks {
-        let (d, e, l) = t.await.map_err(io::Error::other)??;
-        out.calls += d;
-        out.errors += e;
-        out.latencies_ns.extend(l);
-    }
-    out.seconds = start.elapsed().as_secs_f64();
-    Ok(out)
+    gather(tasks, start).await
 }
 
 /// One Streamable HTTP request, sent as is on every call: a POST to `/mcp`
@@ -414,6 +406,14 @@ pub async fn http_throughput(
             Ok::<_, io::Error>((done, errors, lat))
         }));
     }
+    gather(tasks, start).await
+}
+
+/// What one load client's task reports: calls done, errors, latencies (ns).
+type ClientTask = tokio::task::JoinHandle<io::Result<(u64, u64, Vec<u64>)>>;
+
+/// Sums the load clients' reports into one sample set, timed from `start`.
+async fn gather(tasks: Vec<ClientTask>, start: Instant) -> io::Result<Samples> {
     let mut out = Samples::default();
     for t in tasks {
         let (d, e, l) = t.await.map_err(io::Error::other)??;
