@@ -600,10 +600,12 @@ fn flush(stream: &TcpStream, out: &mut Vec<u8>, shared: &Shared) -> io::Result<(
         tm.sent.inc_by(off as u64);
     }
     if off == out.len() {
-        out.clear();
-        if out.capacity() > 64 * 1024 {
-            *out = Vec::new();
-        }
+        // Everything written: give the buffer back. Most sessions are idle
+        // most of the time, and a kept buffer (its capacity set by the
+        // largest reply, often the initialize result) was a fifth of an
+        // idle session's memory; a busy session pays one allocation per
+        // flushed batch instead.
+        *out = Vec::new();
     } else {
         out.drain(..off);
     }
