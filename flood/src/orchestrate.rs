@@ -319,16 +319,16 @@ fn nofile_hard() -> u64 {
     r.rlim_max
 }
 
+/// net.ipv4.ip_local_port_range in this namespace, `None` when unreadable.
+pub fn port_range() -> Option<(u16, u16)> {
+    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
+    Some((it.next()??, it.next()??))
+}
+
 /// Size of net.ipv4.ip_local_port_range in this namespace.
 pub fn port_range_size() -> u64 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|x| x.parse::<u64>().ok());
-            let (lo, hi) = (it.next()??, it.next()??);
-            Some(hi + 1 - lo)
-        })
-        .unwrap_or(28_232)
+    port_range().map_or(28_232, |(lo, hi)| u64::from(hi) + 1 - u64::from(lo))
 }
 
 #[cfg(test)]

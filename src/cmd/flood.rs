@@ -4,7 +4,7 @@
 
 use super::{CmdResult, EXIT_ERROR};
 use anyhow::Context;
-use headroom_core::{Constraint, ModelConfig, Prediction};
+use headroom_core::{Constraint, ModelConfig, Prediction, TcpState};
 use headroom_flood::{FloodReport, Mode, Plan, PredictionCheck};
 use headroom_probe::Target;
 use std::net::SocketAddr;
@@ -159,9 +159,7 @@ fn predict_target(pid: Option<u32>, port: Option<u16>) -> anyhow::Result<Option<
 /// sock_diag or the port range cannot be read (the server's prediction
 /// then stands alone).
 fn client_ports(plan: &Plan) -> Option<Constraint> {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-    let mut it = range.split_whitespace().map(|v| v.parse::<u16>().ok());
-    let range = (it.next()??, it.next()??);
+    let range = headroom_flood::orchestrate::port_range()?;
     let sources = headroom_flood::spec::source_addresses(&plan.target, plan.sources).ok()?;
     // connect() reuses a TIME_WAIT port to the same destination when
     // tcp_tw_reuse allows it (2, the default: on loopback).
@@ -175,7 +173,7 @@ fn client_ports(plan: &Plan) -> Option<Constraint> {
         .iter()
         .filter(|s| s.remote == plan.target)
         .filter(|s| sources.is_empty() || sources.contains(&s.local.ip()))
-        .filter(|s| !(tw_free && s.state == TCP_TIME_WAIT))
+        .filter(|s| !(tw_free && s.state == TcpState::TimeWait as u8))
         .count() as u64;
     Some(headroom_core::ephemeral_ports_per_destination(
         range,
@@ -184,9 +182,6 @@ fn client_ports(plan: &Plan) -> Option<Constraint> {
         0,
     ))
 }
-
-/// The kernel's TCP_TIME_WAIT state number (sock_diag).
-const TCP_TIME_WAIT: u8 = 6;
 
 fn print(report: &FloodReport, json: bool) -> CmdResult {
     if json {
