@@ -58,19 +58,7 @@ pub fn rss_of(pid: u32) -> u64 {
 /// This process and its host as a [`Snapshot`]; `connections` is what the
 /// server counts (it knows better than a socket scan).
 pub fn snapshot_self(connections: u64) -> Snapshot {
-    match headroom_probe::snapshot(&headroom_probe::Target::Pid(std::process::id())) {
-        Ok(mut snap) => {
-            if let Some(p) = snap.processes.first_mut() {
-                p.connections = connections;
-            }
-            snap
-        }
-        Err(e) => {
-            let mut snap = minimal_snapshot(connections);
-            snap.source_note = Some(format!("probe failed ({e}); minimal /proc reading"));
-            snap
-        }
-    }
+    Sampler::full().snapshot(connections)
 }
 
 /// The fallback: getrlimit and a few /proc files.
@@ -139,9 +127,7 @@ pub fn next_sample_in(last_cost: std::time::Duration) -> std::time::Duration {
 /// Snapshot and prediction together, as the tool and resource return them
 /// (a full pass: an agent asking gets every fd matched).
 pub fn capacity(connections: u64) -> (Snapshot, Prediction) {
-    let snap = snapshot_self(connections);
-    let p = predict(&snap, &ModelConfig::default());
-    (snap, p)
+    Sampler::full().capacity(connections)
 }
 
 /// The capacity of a `serve --workers` service: its worker processes as one
@@ -179,18 +165,28 @@ impl Sampler {
         }
     }
 
-    /// [`capacity`] of this process, from the incremental source.
-    pub fn capacity(&mut self, connections: u64) -> (Snapshot, Prediction) {
+    /// [`snapshot_self`] from this sampler's source; when the probe fails,
+    /// the minimal reading, with a note saying why.
+    pub fn snapshot(&mut self, connections: u64) -> Snapshot {
         let target = headroom_probe::Target::Pid(std::process::id());
-        let snap = match self.poll.snapshot(&target) {
+        match self.poll.snapshot(&target) {
             Ok(mut snap) => {
                 if let Some(p) = snap.processes.first_mut() {
                     p.connections = connections;
                 }
                 snap
             }
-            Err(_) => snapshot_self(connections),
-        };
+            Err(e) => {
+                let mut snap = minimal_snapshot(connections);
+                snap.source_note = Some(format!("probe failed ({e}); minimal /proc reading"));
+                snap
+            }
+        }
+    }
+
+    /// [`capacity`] from this sampler's source.
+    pub fn capacity(&mut self, connections: u64) -> (Snapshot, Prediction) {
+        let snap = self.snapshot(connections);
         let p = predict(&snap, &ModelConfig::default());
         (snap, p)
     }
