@@ -463,7 +463,7 @@ fn layout(n: usize) -> anyhow::Result<Value> {
 }
 
 /// CPU seconds this process has used (user + system).
-fn cpu_seconds() -> f64 {
+pub(super) fn cpu_seconds() -> f64 {
     // SAFETY: getrusage fills the struct we hand it.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };

@@ -271,11 +271,7 @@ fn churn(target: SocketAddr, threads: usize, total: u64, rate: f64, duration: Du
 /// gained, and that ratio is far less disturbed by other work on the host
 /// than calls per second are.
 fn cpu_seconds(server: u32) -> f64 {
-    // SAFETY: getrusage fills the struct we hand it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    let own = tv(ru.ru_utime) + tv(ru.ru_stime);
+    let own = super::bench::cpu_seconds();
     // /proc/PID/stat fields 14 and 15, in clock ticks, after the ")" of comm.
     let child = std::fs::read_to_string(format!("/proc/{server}/stat"))
         .ok()
