@@ -102,20 +102,32 @@ fn state_counts_for_a_port_match_sock_diag() {
     if !require_root("state_counts_for_a_port_match_sock_diag") {
         return;
     }
-    let ns = Netns::new("pst");
+    state_counts_match_sock_diag("pst", false);
+}
+
+#[test]
+fn time_wait_events_count_time_wait_in_the_kernel() {
+    if !require_root("time_wait_events_count_time_wait_in_the_kernel") {
+        return;
+    }
+    state_counts_match_sock_diag("ptw", true);
+}
+
+/// 10 connections to a port, 4 of them closed by the server first (so its
+/// ends wait in TIME_WAIT on that port); the probe's counts must equal
+/// sock_diag's taken at the same moment. With
+/// `--time-wait-events` TIME_WAIT is counted by the timer programs, and its
+/// transitions too; by default by sock_diag at the read, with none.
+fn state_counts_match_sock_diag(ns_name: &str, time_wait_events: bool) {
+    let ns = Netns::new(ns_name);
     let mut srv = Script::start(Some(&ns), &[], "listener.py", &["64", "accept"]);
     let port: u16 = srv.line().parse().unwrap();
-    let probe = start_ebpf(
-        &ns,
-        &[
-            "--port",
-            &port.to_string(),
-            "--once",
-            "--json",
-            "--interval",
-            "3",
-        ],
-    );
+    let port_arg = port.to_string();
+    let mut args = vec!["--port", &port_arg, "--once", "--json", "--interval", "3"];
+    if time_wait_events {
+        args.push("--time-wait-events");
+    }
+    let probe = start_ebpf(&ns, &args);
     srv.send("churn 10 4");
     assert_eq!(srv.line(), "done");
     let established = ss_count(&ns, "established", port);
@@ -126,10 +138,23 @@ fn state_counts_for_a_port_match_sock_diag() {
     assert_eq!(s["ESTABLISHED"], established, "{s}");
     assert_eq!(s["TIME_WAIT"], time_wait, "{s}");
     assert_eq!(s["LISTEN"], 1, "{s}");
-    let t = &doc["ebpf"]["transitions"];
-    assert_eq!(t["time_wait"], 4, "{t}");
+    let x = &doc["ebpf"];
+    let t = &x["transitions"];
     assert_eq!(t["established"].as_u64().unwrap(), 10, "{t}");
-    assert_eq!(doc["ebpf"]["dropped"]["ports"], 0);
+    if time_wait_events {
+        assert_eq!(x["time_wait_source"], "ebpf");
+        assert_eq!(t["time_wait"], 4, "{t}");
+        assert!(
+            x["attached"].to_string().contains("timer:timer_cancel"),
+            "{x}"
+        );
+    } else {
+        assert_eq!(x["time_wait_source"], "sock_diag");
+        assert!(t.get("time_wait").is_none(), "{t}");
+        assert!(!x["attached"].to_string().contains("timer:"), "{x}");
+    }
+    assert_eq!(x["dropped"]["ports"], 0);
+    assert_eq!(x["dropped"]["time_wait"], 0);
 }
 
 #[test]

@@ -56,6 +56,12 @@ pub struct Config {
     pub watch_new_listeners: u32,
     /// struct timer_list: function (the callback pointer).
     pub off_timer_function: u32,
+    /// struct sock_common: skc_family (u16); struct sock: sk_protocol (u16).
+    /// Raw tracepoints get the bare `struct sock *`, so the programs read
+    /// these themselves, and only for sockets already found in LISTEN.
+    pub off_family: u32,
+    pub off_protocol: u32,
+    pub _pad: u32,
     /// Address of tw_timer_handler from /proc/kallsyms; 0 disables TIME_WAIT tracking.
     pub tw_timer_fn: u64,
 }

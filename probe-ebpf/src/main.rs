@@ -2,10 +2,18 @@
 //! programs only (kprobes and fentry are not available everywhere), each
 //! doing a bounded amount of work per event and counting into bounded maps:
 //!
-//! - `sock:sk_data_ready` on LISTEN sockets: accept queue depth, peak, full events;
-//! - `sock:inet_sock_set_state` + TIME_WAIT timers: TCP sockets per state per port;
+//! - `sk_data_ready` on LISTEN sockets: accept queue depth, peak, full events;
+//! - `inet_sock_set_state` + TIME_WAIT timers: TCP sockets per state per port;
 //! - `syscalls:sys_exit_*`: EMFILE/ENFILE/EADDRNOTAVAIL per process and syscall,
 //!   fds opened/closed by watched processes.
+//!
+//! The socket and timer events are raw tracepoints: they fire for every
+//! segment and every kernel timer on the host (hundreds of thousands a
+//! second under load), almost all of them not ours. A raw tracepoint hands
+//! over the kernel's own arguments, with no trace record built first, and
+//! the programs bail out after one read. The syscall events stay classic
+//! tracepoints (one per syscall, only the fd ones): their record is read
+//! with plain loads, not a helper call per field.
 //!
 //! Kernel struct offsets come from the loader (BTF) through `CONFIG`.
 #![no_std]
@@ -16,9 +24,10 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap},
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
+    EbpfContext,
 };
 use headroom_probe_common::*;
 
@@ -36,6 +45,9 @@ static CONFIG: Config = Config {
     off_tw_timer: 0,
     watch_new_listeners: 0,
     off_timer_function: 0,
+    off_family: 0,
+    off_protocol: 0,
+    _pad: 0,
     tw_timer_fn: 0,
 };
 
@@ -81,6 +93,13 @@ fn dropped(slot: u32) {
     }
 }
 
+/// A field of a classic tracepoint's record: a plain load from the context
+/// (the verifier allows aligned reads of it), not a bpf_probe_read call.
+#[inline(always)]
+unsafe fn field<T: Copy>(ctx: &TracePointContext, off: usize) -> T {
+    core::ptr::read((ctx.as_ptr() as *const u8).add(off) as *const T)
+}
+
 #[inline(always)]
 unsafe fn read<T>(base: u64, off: u32) -> Option<T> {
     bpf_probe_read_kernel((base + off as u64) as *const T).ok()
@@ -116,23 +135,28 @@ fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, init: &V, slot: u32) -> Opt
 
 // ---------------------------------------------------------------- accept queues
 
-#[tracepoint]
-pub fn sk_data_ready(ctx: TracePointContext) -> u32 {
-    unsafe { try_sk_data_ready(&ctx) };
+/// sk_data_ready(const struct sock *sk)
+#[raw_tracepoint(tracepoint = "sk_data_ready")]
+pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
+    unsafe { try_sk_data_ready(ctx.arg(0)) };
     0
 }
 
 #[inline(always)]
-unsafe fn try_sk_data_ready(ctx: &TracePointContext) -> Option<()> {
+unsafe fn try_sk_data_ready(sk: u64) -> Option<()> {
     let c = config();
-    let sk: u64 = ctx.read_at(8).ok()?;
-    let family: u16 = ctx.read_at(16).ok()?;
-    let protocol: u16 = ctx.read_at(18).ok()?;
-    if protocol != 6 || sk == 0 {
+    if sk == 0 {
         return None;
     }
+    // Every segment delivered to any socket passes here: one read decides.
     let state: u8 = read(sk, c.off_state)?;
     if state as u32 != TCP_LISTEN {
+        return None;
+    }
+    // Unix stream listeners are in TCP_LISTEN too.
+    let family: u16 = read(sk, c.off_family)?;
+    let protocol: u16 = read(sk, c.off_protocol)?;
+    if protocol != 6 || (family != 2 && family != 10) {
         return None;
     }
     let depth: u32 = read(sk, c.off_ack_backlog)?;
@@ -166,20 +190,22 @@ unsafe fn try_sk_data_ready(ctx: &TracePointContext) -> Option<()> {
 
 // ---------------------------------------------------------------- socket states
 
-#[tracepoint]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    unsafe { try_set_state(&ctx) };
+/// inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    unsafe {
+        let (old, new) = (ctx.arg::<u64>(1) as i32, ctx.arg::<u64>(2) as i32);
+        try_set_state(ctx.arg(0), old, new)
+    };
     0
 }
 
 #[inline(always)]
-unsafe fn try_set_state(ctx: &TracePointContext) -> Option<()> {
+unsafe fn try_set_state(sk: u64, old: i32, new: i32) -> Option<()> {
     let c = config();
-    let sk: u64 = ctx.read_at(8).ok()?;
-    let old: i32 = ctx.read_at(16).ok()?;
-    let new: i32 = ctx.read_at(20).ok()?;
-    let sport: u16 = ctx.read_at(24).ok()?;
-    let protocol: u16 = ctx.read_at(30).ok()?;
+    // skc_num: the local port in host order, what the classic record's sport holds.
+    let sport: u16 = read(sk, c.off_num)?;
+    let protocol: u16 = read(sk, c.off_protocol)?;
     if protocol != 6 || sport == 0 {
         // sport 0: a connect() before its port is picked; the port is not known yet.
         return None;
@@ -214,20 +240,19 @@ unsafe fn try_set_state(ctx: &TracePointContext) -> Option<()> {
 // and hands the connection to an inet_timewait_sock whose timer is its life.
 // Its start is TIME_WAIT entered, its expiry or cancellation is TIME_WAIT left.
 
-#[tracepoint]
-pub fn tw_timer_start(ctx: TracePointContext) -> u32 {
-    unsafe { try_tw_start(&ctx) };
+/// timer_start(struct timer_list *timer, unsigned long bucket_expiry)
+#[raw_tracepoint(tracepoint = "timer_start")]
+pub fn tw_timer_start(ctx: RawTracePointContext) -> i32 {
+    unsafe { try_tw_start(ctx.arg(0)) };
     0
 }
 
 #[inline(always)]
-unsafe fn try_tw_start(ctx: &TracePointContext) -> Option<()> {
+unsafe fn try_tw_start(timer: u64) -> Option<()> {
     let c = config();
-    let function: u64 = ctx.read_at(16).ok()?;
-    if c.tw_timer_fn == 0 || function != c.tw_timer_fn {
+    if !is_tw_timer(timer, &c) {
         return None;
     }
-    let timer: u64 = ctx.read_at(8).ok()?;
     if TIME_WAIT.get_ptr(&timer).is_some() {
         return None; // re-armed (a FIN retransmitted into TIME_WAIT)
     }
@@ -252,36 +277,24 @@ unsafe fn try_tw_start(ctx: &TracePointContext) -> Option<()> {
     Some(())
 }
 
-#[tracepoint]
-pub fn tw_timer_expire(ctx: TracePointContext) -> u32 {
-    // timer_expire_entry: timer at 8, function at 24.
-    unsafe {
-        let c = config();
-        if let (Ok(timer), Ok(function)) = (ctx.read_at::<u64>(8), ctx.read_at::<u64>(24)) {
-            if c.tw_timer_fn != 0 && function == c.tw_timer_fn {
-                tw_gone(timer);
-            }
-        }
-    }
-    0
+/// Whether a timer is a TIME_WAIT socket's: its callback, read from the
+/// timer itself (still set at every event here; a shutdown clears it only
+/// after timer_cancel), is tw_timer_handler. Every kernel timer passes
+/// through these programs, so for most events this read is all they cost.
+#[inline(always)]
+unsafe fn is_tw_timer(timer: u64, c: &Config) -> bool {
+    c.tw_timer_fn != 0 && read::<u64>(timer, c.off_timer_function) == Some(c.tw_timer_fn)
 }
 
-#[tracepoint]
-pub fn tw_timer_cancel(ctx: TracePointContext) -> u32 {
-    // timer_cancel carries no function, and fires for every timer on the
-    // host (hundreds of thousands a second under load): read the callback
-    // from the timer itself (still set here; a shutdown clears it after the
-    // tracepoint) and look in the map only for TIME_WAIT timers. The
-    // lookup for every timer was the probe's largest cost (bench probe).
+/// timer_cancel(struct timer_list *timer). The kernel detaches an expiring
+/// timer through the same path (detach_timer), so this sees expiries as
+/// well as cancellations: the end of every TIME_WAIT socket.
+#[raw_tracepoint(tracepoint = "timer_cancel")]
+pub fn tw_timer_cancel(ctx: RawTracePointContext) -> i32 {
     unsafe {
-        let c = config();
-        if c.tw_timer_fn == 0 {
-            return 0;
-        }
-        if let Ok(timer) = ctx.read_at::<u64>(8) {
-            if read::<u64>(timer, c.off_timer_function) == Some(c.tw_timer_fn) {
-                tw_gone(timer);
-            }
+        let timer: u64 = ctx.arg(0);
+        if is_tw_timer(timer, &config()) {
+            tw_gone(timer);
         }
     }
     0
@@ -309,8 +322,8 @@ fn tw_gone(timer: u64) {
 
 #[inline(always)]
 unsafe fn sys_exit(ctx: &TracePointContext, fds_on_success: i64) -> Option<()> {
-    let nr: i32 = ctx.read_at(8).ok()?;
-    let ret: i64 = ctx.read_at(16).ok()?;
+    let nr: i32 = field(ctx, 8);
+    let ret: i64 = field(ctx, 16);
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if ret < 0 {
         let errno = -ret;

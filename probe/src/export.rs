@@ -213,7 +213,7 @@ pub fn registry(reading: &Reading) -> prometheus::Result<Registry> {
         let c = counter(
             &r,
             m::TCP_TRANSITIONS_TOTAL,
-            "TCP transitions into each state on the target's ports since the probe attached.",
+            "TCP transitions into each state on the target's ports since the probe attached (time_wait only with --time-wait-events).",
             &["state"],
         )?;
         for (st, n) in &x.transitions {

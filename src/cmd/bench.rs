@@ -117,6 +117,9 @@ pub enum What {
         /// The probe's refresh interval in seconds (`headroom probe --interval`).
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
+        /// Attach the TIME_WAIT timer programs too (`headroom probe --time-wait-events`).
+        #[arg(long)]
+        time_wait_events: bool,
     },
     /// Run the line server that does no protocol work (used by `throughput`).
     #[command(hide = true)]
@@ -629,6 +632,7 @@ pub fn run(args: Args) -> CmdResult {
             rate,
             threads,
             interval,
+            time_wait_events,
         }) => {
             if !(interval > 0.0 && interval <= 3600.0) {
                 bail!("--interval must be between 0 and 3600 seconds");
@@ -643,6 +647,7 @@ pub fn run(args: Args) -> CmdResult {
                 rate,
                 threads,
                 interval: Duration::from_secs_f64(interval),
+                options: headroom_probe::ebpf::Options { time_wait_events },
             };
             json!({"probe": super::bench_probe::run(&o)?})
         }

@@ -9,7 +9,7 @@
 
 use anyhow::{bail, Context};
 use headroom_core::{Snapshot, TcpState};
-use headroom_probe::ebpf::{filter_for, EbpfExtras, EbpfProbe, ProgramStats, RunStats};
+use headroom_probe::ebpf::{filter_for, EbpfExtras, EbpfProbe, Options, ProgramStats, RunStats};
 use headroom_probe::{PollSource, Target};
 use headroom_server::bench;
 use serde_json::{json, Value};
@@ -42,6 +42,8 @@ pub struct Opts {
     pub threads: usize,
     /// The probe's refresh interval (`headroom probe --interval`).
     pub interval: Duration,
+    /// What is attached beyond the default set (`headroom probe --time-wait-events`).
+    pub options: Options,
 }
 
 /// How the probe is attached, for the report.
@@ -90,12 +92,14 @@ impl Attached {
             .program_stats()?)
     }
 
-    fn start(port: u16, interval: Duration) -> anyhow::Result<Attached> {
-        let mut ebpf = EbpfProbe::load(false).context("headroom bench probe needs eBPF")?;
+    fn start(port: u16, interval: Duration, options: Options) -> anyhow::Result<Attached> {
+        let mut ebpf =
+            EbpfProbe::load_with(false, options).context("headroom bench probe needs eBPF")?;
         ebpf.watch_port(port)?;
         let tracepoints = ebpf.attached().to_vec();
         let mut w = Watcher {
-            poll: PollSource::new(),
+            // As `headroom probe` polls once eBPF is on.
+            poll: PollSource::new().incremental(super::top::RESYNC),
             ebpf,
             target: Target::Port(port),
             port,
@@ -328,7 +332,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
     for round in 0..o.rounds * 2 {
         let on = round % 2 == 1;
         let probe = if on {
-            Some(Attached::start(srv.addr.port(), o.interval)?)
+            Some(Attached::start(srv.addr.port(), o.interval, o.options)?)
         } else {
             None
         };
@@ -434,7 +438,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
 /// per-program run statistics on (they cost two clock reads per run, so
 /// this round is not one of the compared ones).
 fn attribute(o: &Opts, srv: &Server, rt: &tokio::runtime::Runtime) -> anyhow::Result<Value> {
-    let probe = Attached::start(srv.addr.port(), o.interval)?;
+    let probe = Attached::start(srv.addr.port(), o.interval, o.options)?;
     let _stats = RunStats::enable()?;
     let mut out = serde_json::Map::new();
     let s0 = probe.program_stats()?;
@@ -567,7 +571,7 @@ impl Drop for Acceptor {
 fn no_drop(o: &Opts) -> anyhow::Result<(Value, Vec<String>)> {
     // Listen before the probe loads: it seeds the port's LISTEN socket.
     let acc = Acceptor::start(2)?;
-    let probe = Attached::start(acc.addr.port(), o.interval)?;
+    let probe = Attached::start(acc.addr.port(), o.interval, o.options)?;
     let tracepoints = probe.tracepoints.clone();
     let overflows0 = listen_overflows();
     let c = churn(
@@ -643,6 +647,7 @@ pub fn run(o: &Opts) -> anyhow::Result<Value> {
     Ok(json!({
         "attach": ATTACH,
         "interval_seconds": o.interval.as_secs_f64(),
+        "time_wait_events": o.options.time_wait_events,
         "tracepoints": tracepoints,
         "rounds_per_condition": o.rounds,
         "order": "off,on alternating, starting with off",

@@ -74,6 +74,9 @@ pub fn resolve_config() -> Result<Config, Error> {
         off_tw_timer: member_offset(&btf, "inet_timewait_sock", "tw_timer")?,
         watch_new_listeners: 1,
         off_timer_function: member_offset(&btf, "timer_list", "function")?,
+        off_family: common("skc_family")?,
+        off_protocol: member_offset(&btf, "sock", "sk_protocol")?,
+        _pad: 0,
         tw_timer_fn: 0,
     })
 }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap as StdHashMap};
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData};
-use aya::programs::TracePoint;
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use headroom_core::{FdError, Listener, Snapshot, Source, TcpState};
 use headroom_probe_common::*;
@@ -51,6 +51,8 @@ pub enum Error {
     Attach { what: String, why: String },
     #[error("eBPF map {0}: {1}")]
     Map(&'static str, String),
+    #[error("TIME_WAIT count: {0}")]
+    Poll(#[from] crate::Error),
 }
 
 fn privilege_hint() -> &'static str {
@@ -80,14 +82,52 @@ pub struct EbpfExtras {
     pub transitions: BTreeMap<TcpState, u64>,
     /// Tracepoints attached, e.g. `sock:sk_data_ready`.
     pub attached: Vec<String>,
+    /// Where the TIME_WAIT counts came from: the timer programs
+    /// (`ebpf`, [`Options::time_wait_events`]) or a sock_diag count at the
+    /// read (`sock_diag`, the default).
+    pub time_wait_source: &'static str,
+}
+
+/// What to attach beyond the default set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Follow TIME_WAIT sockets through their timers (`timer:timer_start`,
+    /// `timer:timer_cancel`), which makes TIME_WAIT counts and transitions
+    /// exact between reads. Off by default: those events fire for every
+    /// kernel timer on the host (two per echo call under load) and cost
+    /// about 3% of a loaded server's CPU (docs/probe.md), while a TIME_WAIT
+    /// socket lives 60 s, so a count taken by sock_diag at each read (the
+    /// default) never misses one; only its transitions go uncounted.
+    pub time_wait_events: bool,
 }
 
 pub struct EbpfProbe {
     bpf: Ebpf,
     netns: u32,
     attached: Vec<String>,
+    /// The timer programs are attached (see [`Options::time_wait_events`]).
+    time_wait_events: bool,
     /// Open fds of each watched pid at the last read: the base for its peak.
     fd_base: StdHashMap<u32, u64>,
+}
+
+/// TIME_WAIT sockets on `ports` now, counted by sock_diag (the kernel walks
+/// only its established hash and sends back only TIME_WAIT sockets).
+fn time_wait_now(ports: &[u16]) -> Result<u64, Error> {
+    if ports.is_empty() {
+        return Ok(0);
+    }
+    let query = crate::poll::diag::Query {
+        states: 1 << TCP_TIME_WAIT,
+        local_port: match ports {
+            [one] => Some(*one),
+            _ => None,
+        },
+    };
+    Ok(crate::poll::diag::dump(query)?
+        .iter()
+        .filter(|s| ports.contains(&s.local.port()))
+        .count() as u64)
 }
 
 /// The network namespace inode of this process (what the programs key on).
@@ -112,8 +152,13 @@ fn kallsyms(symbol: &str) -> Option<u64> {
 }
 
 impl EbpfProbe {
-    /// Loads and attaches everything, or says why not.
+    /// Loads and attaches the default set of programs, or says why not.
     pub fn load(disabled: bool) -> Result<EbpfProbe, Error> {
+        EbpfProbe::load_with(disabled, Options::default())
+    }
+
+    /// Loads and attaches the default set and what `options` add.
+    pub fn load_with(disabled: bool, options: Options) -> Result<EbpfProbe, Error> {
         if disabled {
             return Err(Error::Disabled);
         }
@@ -137,10 +182,11 @@ impl EbpfProbe {
             bpf,
             netns,
             attached: Vec::new(),
+            time_wait_events: options.time_wait_events && config.tw_timer_fn != 0,
             fd_base: StdHashMap::new(),
         };
         probe.seed_ports()?;
-        probe.attach_all(config.tw_timer_fn != 0)?;
+        probe.attach_all()?;
         Ok(probe)
     }
 
@@ -166,7 +212,26 @@ impl EbpfProbe {
         Ok(())
     }
 
-    fn attach_all(&mut self, time_wait: bool) -> Result<(), Error> {
+    /// A raw tracepoint: same event, the kernel's arguments as they are, no
+    /// trace record built (the hot events fire for every segment and timer).
+    fn attach_raw(&mut self, program: &str, category: &str, name: &str) -> Result<(), Error> {
+        let prog: &mut RawTracePoint = self
+            .bpf
+            .program_mut(program)
+            .ok_or_else(|| Error::Load(format!("program {program} missing from the object")))?
+            .try_into()
+            .map_err(|e| Error::Load(format!("{program}: {e}")))?;
+        prog.load()
+            .map_err(|e| Error::Load(short(&format!("{program}: {e:#}"))))?;
+        prog.attach(name).map_err(|e| Error::Attach {
+            what: format!("{category}:{name} (raw)"),
+            why: format!("{e:#}"),
+        })?;
+        self.attached.push(format!("{category}:{name}"));
+        Ok(())
+    }
+
+    fn attach_all(&mut self) -> Result<(), Error> {
         let sys = |names: &[&str]| -> Vec<String> {
             names.iter().map(|n| format!("sys_exit_{n}")).collect()
         };
@@ -176,12 +241,12 @@ impl EbpfProbe {
             ("sys_exit_close", sys(syscalls::CLOSE)),
             ("sys_exit_other", sys(syscalls::ERRORS_ONLY)),
         ];
-        self.attach("sk_data_ready", "sock", &["sk_data_ready"])?;
-        self.attach("inet_sock_set_state", "sock", &["inet_sock_set_state"])?;
-        if time_wait {
-            self.attach("tw_timer_start", "timer", &["timer_start"])?;
-            self.attach("tw_timer_expire", "timer", &["timer_expire_entry"])?;
-            self.attach("tw_timer_cancel", "timer", &["timer_cancel"])?;
+        self.attach_raw("sk_data_ready", "sock", "sk_data_ready")?;
+        self.attach_raw("inet_sock_set_state", "sock", "inet_sock_set_state")?;
+        if self.time_wait_events {
+            self.attach_raw("tw_timer_start", "timer", "timer_start")?;
+            // Expiries too: the kernel detaches an expiring timer through timer_cancel.
+            self.attach_raw("tw_timer_cancel", "timer", "timer_cancel")?;
         }
         for (prog, names) in &groups {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -318,10 +383,22 @@ impl EbpfProbe {
                 .collect();
         let mut extras = EbpfExtras {
             attached: self.attached.clone(),
+            time_wait_source: if self.time_wait_events {
+                "ebpf"
+            } else {
+                "sock_diag"
+            },
             ..EbpfExtras::default()
         };
         if !ports.is_empty() {
             snap.sockets.clear();
+        }
+        if !self.time_wait_events {
+            let watched: Vec<u16> = ports.iter().map(|(k, _)| k.port).collect();
+            let n = time_wait_now(&watched)?;
+            if n > 0 {
+                *snap.sockets.entry(TcpState::TimeWait).or_default() += n;
+            }
         }
         for (_, st) in &ports {
             for s in TcpState::ALL {
