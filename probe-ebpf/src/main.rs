@@ -24,9 +24,9 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use headroom_probe_common::*;
@@ -135,24 +135,39 @@ fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, init: &V, slot: u32) -> Opt
 
 // ---------------------------------------------------------------- accept queues
 
-/// sk_data_ready(const struct sock *sk)
-#[raw_tracepoint(tracepoint = "sk_data_ready")]
-pub fn sk_data_ready(ctx: RawTracePointContext) -> i32 {
-    unsafe { try_sk_data_ready(ctx.arg(0)) };
+/// sk_data_ready(const struct sock *sk), BTF-typed: `sk` is a pointer the
+/// verifier knows, so the state is a plain load (CONFIG is a frozen
+/// read-only map: the verifier sees its offsets as constants), not a
+/// bpf_probe_read_kernel call. Every segment delivered to any socket on the
+/// host passes here, and for all but listeners that load is the whole cost.
+#[btf_tracepoint(function = "sk_data_ready")]
+pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
+    unsafe {
+        let sk: *const u8 = ctx.arg(0);
+        let off = core::ptr::read_volatile(&CONFIG.off_state) as usize;
+        if !sk.is_null() && core::ptr::read_volatile(sk.add(off)) as u32 == TCP_LISTEN {
+            listener_queued(sk as u64);
+        }
+    }
     0
 }
 
+/// The same on kernels whose verifier refuses the BTF-typed program.
+#[raw_tracepoint(tracepoint = "sk_data_ready")]
+pub fn sk_data_ready_raw(ctx: RawTracePointContext) -> i32 {
+    unsafe {
+        let sk: u64 = ctx.arg(0);
+        if sk != 0 && read::<u8>(sk, config().off_state) == Some(TCP_LISTEN as u8) {
+            listener_queued(sk);
+        }
+    }
+    0
+}
+
+/// A connection was queued on `sk`, a socket in LISTEN.
 #[inline(always)]
-unsafe fn try_sk_data_ready(sk: u64) -> Option<()> {
+unsafe fn listener_queued(sk: u64) -> Option<()> {
     let c = config();
-    if sk == 0 {
-        return None;
-    }
-    // Every segment delivered to any socket passes here: one read decides.
-    let state: u8 = read(sk, c.off_state)?;
-    if state as u32 != TCP_LISTEN {
-        return None;
-    }
     // Unix stream listeners are in TCP_LISTEN too.
     let family: u16 = read(sk, c.off_family)?;
     let protocol: u16 = read(sk, c.off_protocol)?;
