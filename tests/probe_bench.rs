@@ -80,7 +80,7 @@ fn bench_probe_counts_every_connection_and_drops_none() {
         .iter()
         .map(|t| t.as_str().expect("string"))
         .collect();
-    for tp in ["sock:sk_data_ready", "sock:inet_sock_set_state"] {
+    for tp in ["sock:inet_sock_set_state", "syscalls:sys_exit_accept4"] {
         assert!(tps.contains(&tp), "{tp} not attached: {tps:?}");
     }
     assert_eq!(p["rounds_per_condition"], 2, "{p}");
@@ -122,12 +122,7 @@ fn bench_probe_counts_every_connection_and_drops_none() {
     for (load, per) in [("steady", "per_call"), ("churn", "per_connection")] {
         let c = &p["program_cost"][load];
         let progs = c["programs"].as_object().expect("programs");
-        for prog in [
-            "sk_data_ready",
-            "inet_sock_set_state",
-            "sys_exit_open1",
-            "sys_exit_close",
-        ] {
+        for prog in ["inet_sock_set_state", "sys_exit_open1", "sys_exit_close"] {
             assert!(progs.contains_key(prog), "{load}: {prog} missing: {c}");
         }
         assert!(
@@ -138,7 +133,7 @@ fn bench_probe_counts_every_connection_and_drops_none() {
     }
     // Churn connects and accepts: the state and accept-queue programs ran.
     let churn_progs = &p["program_cost"]["churn"]["programs"];
-    for prog in ["sk_data_ready", "inet_sock_set_state"] {
+    for prog in ["inet_sock_set_state", "sys_exit_open1"] {
         assert!(
             churn_progs[prog]["runs_per_second"].as_f64().expect("runs") > 0.0,
             "{churn_progs}"

@@ -58,7 +58,7 @@ pub struct Config {
     pub off_timer_function: u32,
     /// struct sock_common: skc_family (u16); struct sock: sk_protocol (u16).
     /// Raw tracepoints get the bare `struct sock *`, so the programs read
-    /// these themselves, and only for sockets already found in LISTEN.
+    /// these themselves.
     pub off_family: u32,
     pub off_protocol: u32,
     pub _pad: u32,
@@ -88,7 +88,7 @@ pub struct ListenerStats {
     /// Highest depth since userspace last reset it.
     pub peak: u32,
     pub _pad: u32,
-    /// Connections queued (sk_data_ready on the listener).
+    /// Connections queued (cloned from the listener, at inet_sock_set_state).
     pub enqueued: u64,
     /// Times a queued connection left the queue full (depth > limit, the
     /// kernel's sk_acceptq_is_full): from then on SYNs are dropped.

@@ -2,16 +2,18 @@
 //! programs only (kprobes and fentry are not available everywhere), each
 //! doing a bounded amount of work per event and counting into bounded maps:
 //!
-//! - `sk_data_ready` on LISTEN sockets: accept queue depth, peak, full events;
-//! - `inet_sock_set_state` + TIME_WAIT timers: TCP sockets per state per port;
+//! - `inet_sock_set_state`: TCP sockets per state per port, and accept queue
+//!   depth, peak and full events, read when a connection is cloned from its
+//!   listener (see `connection_queued`);
+//! - TIME_WAIT timers (opt-in): TIME_WAIT sockets per port;
 //! - `syscalls:sys_exit_*`: EMFILE/ENFILE/EADDRNOTAVAIL per process and syscall,
 //!   fds opened/closed by watched processes.
 //!
-//! The socket and timer events are raw tracepoints: they fire for every
-//! segment and every kernel timer on the host (hundreds of thousands a
-//! second under load), almost all of them not ours. A raw tracepoint hands
-//! over the kernel's own arguments, with no trace record built first, and
-//! the programs bail out after one read. The syscall events stay classic
+//! The socket and timer events are raw tracepoints: a raw tracepoint hands
+//! over the kernel's own arguments, with no trace record built first. The
+//! timer events fire for every kernel timer on the host (hundreds of
+//! thousands a second under load), almost all of them not ours: their
+//! programs bail out after one read. The syscall events stay classic
 //! tracepoints (one per syscall, only the fd ones): their record is read
 //! with plain loads, not a helper call per field.
 //!
@@ -24,9 +26,9 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
-    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap},
-    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
+    programs::{RawTracePointContext, TracePointContext},
     EbpfContext,
 };
 use headroom_probe_common::*;
@@ -135,49 +137,31 @@ fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, init: &V, slot: u32) -> Opt
 
 // ---------------------------------------------------------------- accept queues
 
-/// sk_data_ready(const struct sock *sk), BTF-typed: `sk` is a pointer the
-/// verifier knows, so the state is a plain load (CONFIG is a frozen
-/// read-only map: the verifier sees its offsets as constants), not a
-/// bpf_probe_read_kernel call. Every segment delivered to any socket on the
-/// host passes here, and for all but listeners that load is the whole cost.
-#[btf_tracepoint(function = "sk_data_ready")]
-pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
-    unsafe {
-        let sk: *const u8 = ctx.arg(0);
-        let off = core::ptr::read_volatile(&CONFIG.off_state) as usize;
-        if !sk.is_null() && core::ptr::read_volatile(sk.add(off)) as u32 == TCP_LISTEN {
-            listener_queued(sk as u64);
-        }
-    }
-    0
-}
-
-/// The same on kernels whose verifier refuses the BTF-typed program.
-#[raw_tracepoint(tracepoint = "sk_data_ready")]
-pub fn sk_data_ready_raw(ctx: RawTracePointContext) -> i32 {
-    unsafe {
-        let sk: u64 = ctx.arg(0);
-        if sk != 0 && read::<u8>(sk, config().off_state) == Some(TCP_LISTEN as u8) {
-            listener_queued(sk);
-        }
-    }
-    0
-}
-
-/// A connection was queued on `sk`, a socket in LISTEN.
+/// `sk` was just cloned from a listener and is about to join its accept
+/// queue. The clone is a byte copy of the listener (sock_copy), made before
+/// the kernel adds the child to the queue: its sk_ack_backlog is the depth
+/// before this connection and its sk_max_ack_backlog the limit. The kernel
+/// clones only while the queue is not full (sk_acceptq_is_full: depth >
+/// limit), so depth after joining reaches limit + 1 at most, the "full"
+/// the kernel then refuses SYNs at.
+///
+/// Why here and not at `sk_data_ready` on the listener: that event fires
+/// for every segment delivered to every socket on the host, and returning
+/// early from it still cost a loaded server several percent; this one fires
+/// once per accepted connection. The price: the child carries the local
+/// address the connection came in on, not the listener's (a wildcard
+/// listener is reached at concrete addresses); userspace folds such entries
+/// into the wildcard listener on the port (`ebpf::listener_for`).
 #[inline(always)]
-unsafe fn listener_queued(sk: u64) -> Option<()> {
-    let c = config();
-    // Unix stream listeners are in TCP_LISTEN too.
+unsafe fn connection_queued(sk: u64, c: &Config) -> Option<()> {
     let family: u16 = read(sk, c.off_family)?;
-    let protocol: u16 = read(sk, c.off_protocol)?;
-    if protocol != 6 || (family != 2 && family != 10) {
+    if family != 2 && family != 10 {
         return None;
     }
-    let depth: u32 = read(sk, c.off_ack_backlog)?;
+    let depth: u32 = read::<u32>(sk, c.off_ack_backlog)? + 1;
     let limit: u32 = read(sk, c.off_max_ack_backlog)?;
     let mut key = ListenerKey {
-        netns: netns_of(sk, &c),
+        netns: netns_of(sk, c),
         family,
         port: read(sk, c.off_num)?,
         addr: [0; 16],
@@ -224,6 +208,11 @@ unsafe fn try_set_state(sk: u64, old: i32, new: i32) -> Option<()> {
     if protocol != 6 || sport == 0 {
         // sport 0: a connect() before its port is picked; the port is not known yet.
         return None;
+    }
+    if old as u32 == TCP_LISTEN && new == 3 {
+        // A connection cloned from a listener: its accept queue, for every
+        // listener (not only watched ports), as `headroom status` shows them.
+        connection_queued(sk, &c);
     }
     let key = PortKey {
         netns: netns_of(sk, &c),

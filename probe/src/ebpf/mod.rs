@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap as StdHashMap};
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData};
-use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
+use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use headroom_core::{FdError, Listener, Snapshot, Source, TcpState};
 use headroom_probe_common::*;
@@ -80,7 +80,7 @@ pub struct EbpfExtras {
     pub dropped: Vec<(&'static str, u64)>,
     /// Transitions into each TCP state, over the target's ports, since attach.
     pub transitions: BTreeMap<TcpState, u64>,
-    /// Tracepoints attached, e.g. `sock:sk_data_ready`.
+    /// Tracepoints attached, e.g. `sock:inet_sock_set_state`.
     pub attached: Vec<String>,
     /// Where the TIME_WAIT counts came from: the timer programs
     /// (`ebpf`, [`Options::time_wait_events`]) or a sock_diag count at the
@@ -109,6 +109,23 @@ pub struct EbpfProbe {
     time_wait_events: bool,
     /// Open fds of each watched pid at the last read: the base for its peak.
     fd_base: StdHashMap<u32, u64>,
+}
+
+/// The snapshot listener a kernel-side queue entry belongs to. The
+/// programs see a connection join a queue as it is cloned from its listener,
+/// under the connection's local address; a listener bound to a wildcard
+/// address is reached at concrete ones. So: the listener with exactly that
+/// address first, else the wildcard listener on the same port.
+pub fn listener_for(listeners: &[Listener], port: u16, address: &str) -> Option<usize> {
+    let wildcard = |a: &str| a.starts_with("0.0.0.0:") || a.starts_with("[::]:");
+    listeners
+        .iter()
+        .position(|l| l.port == port && l.address == address)
+        .or_else(|| {
+            listeners
+                .iter()
+                .position(|l| l.port == port && wildcard(&l.address))
+        })
 }
 
 /// TIME_WAIT sockets on `ports` now, counted by sock_diag (the kernel walks
@@ -213,7 +230,7 @@ impl EbpfProbe {
     }
 
     /// A raw tracepoint: same event, the kernel's arguments as they are, no
-    /// trace record built (the hot events fire for every segment and timer).
+    /// trace record built (the timer events fire for every kernel timer).
     fn attach_raw(&mut self, program: &str, category: &str, name: &str) -> Result<(), Error> {
         let prog: &mut RawTracePoint = self
             .bpf
@@ -231,26 +248,6 @@ impl EbpfProbe {
         Ok(())
     }
 
-    /// A BTF-typed raw tracepoint (tp_btf): the program may load from the
-    /// kernel's pointers directly; the verifier checks every access by type.
-    fn attach_btf(&mut self, program: &str, category: &str, name: &str) -> Result<(), Error> {
-        let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Btf(format!("{e}")))?;
-        let prog: &mut BtfTracePoint = self
-            .bpf
-            .program_mut(program)
-            .ok_or_else(|| Error::Load(format!("program {program} missing from the object")))?
-            .try_into()
-            .map_err(|e| Error::Load(format!("{program}: {e}")))?;
-        prog.load(name, &btf)
-            .map_err(|e| Error::Load(short(&format!("{program}: {e:#}"))))?;
-        prog.attach().map_err(|e| Error::Attach {
-            what: format!("{category}:{name} (btf)"),
-            why: format!("{e:#}"),
-        })?;
-        self.attached.push(format!("{category}:{name}"));
-        Ok(())
-    }
-
     fn attach_all(&mut self) -> Result<(), Error> {
         let sys = |names: &[&str]| -> Vec<String> {
             names.iter().map(|n| format!("sys_exit_{n}")).collect()
@@ -261,15 +258,6 @@ impl EbpfProbe {
             ("sys_exit_close", sys(syscalls::CLOSE)),
             ("sys_exit_other", sys(syscalls::ERRORS_ONLY)),
         ];
-        // BTF-typed where the kernel takes it (a plain load instead of a
-        // helper call on every segment), raw otherwise.
-        // `bench probe` names the one that runs in its program statistics.
-        if self
-            .attach_btf("sk_data_ready", "sock", "sk_data_ready")
-            .is_err()
-        {
-            self.attach_raw("sk_data_ready_raw", "sock", "sk_data_ready")?;
-        }
         self.attach_raw("inet_sock_set_state", "sock", "inet_sock_set_state")?;
         if self.time_wait_events {
             self.attach_raw("tw_timer_start", "timer", "timer_start")?;
@@ -374,11 +362,7 @@ impl EbpfProbe {
                 continue;
             }
             let address = format_addr(&key);
-            let l = match snap
-                .listeners
-                .iter_mut()
-                .position(|l| l.port == key.port && l.address == address)
-            {
+            let l = match listener_for(&snap.listeners, key.port, &address) {
                 Some(i) => &mut snap.listeners[i],
                 None => {
                     snap.listeners.push(Listener {
@@ -394,8 +378,12 @@ impl EbpfProbe {
             if l.accept_queue_limit == 0 {
                 l.accept_queue_limit = stats.limit as u64;
             }
-            l.accept_queue_peak = l.accept_queue_depth.max(stats.peak as u64);
-            l.queue_full_events = Some(stats.full_events);
+            // Several kernel entries can fold into one wildcard listener.
+            l.accept_queue_peak = l
+                .accept_queue_peak
+                .max(l.accept_queue_depth)
+                .max(stats.peak as u64);
+            l.queue_full_events = Some(l.queue_full_events.unwrap_or(0) + stats.full_events);
             // Peak is "since the last read": start the next interval at 0.
             let mut reset = stats;
             reset.peak = 0;
@@ -567,6 +555,26 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_entry_finds_its_listener_exactly_then_by_wildcard() {
+        let l = |address: &str, port| Listener {
+            address: address.into(),
+            port,
+            ..Listener::default()
+        };
+        let ls = [
+            l("0.0.0.0:80", 80),
+            l("127.0.0.2:80", 80),
+            l("[::]:443", 443),
+            l("10.0.0.1:22", 22),
+        ];
+        assert_eq!(listener_for(&ls, 80, "127.0.0.2:80"), Some(1));
+        assert_eq!(listener_for(&ls, 80, "127.0.0.1:80"), Some(0));
+        assert_eq!(listener_for(&ls, 443, "[::1]:443"), Some(2));
+        assert_eq!(listener_for(&ls, 22, "10.0.0.2:22"), None);
+        assert_eq!(listener_for(&ls, 8080, "127.0.0.1:8080"), None);
+    }
+
+    #[test]
     fn resolves_sock_offsets_from_this_kernels_btf() {
         if !Path::new(btf::VMLINUX).exists() {
             eprintln!("no {}: skipped", btf::VMLINUX);
@@ -597,7 +605,10 @@ mod tests {
             return;
         }
         let mut probe = EbpfProbe::load(false).expect("load eBPF");
-        assert!(probe.attached().iter().any(|a| a == "sock:sk_data_ready"));
+        assert!(probe
+            .attached()
+            .iter()
+            .any(|a| a == "sock:inet_sock_set_state"));
         // SAFETY: plain socket syscalls on fds we own.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
         assert!(fd >= 0);

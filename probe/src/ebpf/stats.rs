@@ -25,7 +25,7 @@ impl RunStats {
 /// statistics were off are not counted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProgramStats {
-    /// The program's name in the object, e.g. `sk_data_ready`.
+    /// The program's name in the object, e.g. `inet_sock_set_state`.
     pub program: String,
     pub runs: u64,
     pub run_time: Duration,
