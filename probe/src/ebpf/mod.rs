@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap as StdHashMap};
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::{Program, ProgramError, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use headroom_core::{FdError, Listener, Snapshot, Source, TcpState};
 use headroom_probe_common::*;
@@ -109,6 +109,21 @@ pub struct EbpfProbe {
     time_wait_events: bool,
     /// Open fds of each watched pid at the last read: the base for its peak.
     fd_base: StdHashMap<u32, u64>,
+}
+
+/// A program of the object, as its kind (`TracePoint`, `RawTracePoint`).
+fn program_in<'a, P>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut P, Error>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    bpf.program_mut(name)
+        .ok_or_else(|| Error::Load(format!("program {name} missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::Load(format!("{name}: {e}")))
+}
+
+fn load_error(program: &str, e: ProgramError) -> Error {
+    Error::Load(short(&format!("{program}: {e:#}")))
 }
 
 /// The snapshot listener a kernel-side queue entry belongs to. The
@@ -208,14 +223,8 @@ impl EbpfProbe {
     }
 
     fn attach(&mut self, program: &str, category: &str, names: &[&str]) -> Result<(), Error> {
-        let prog: &mut TracePoint = self
-            .bpf
-            .program_mut(program)
-            .ok_or_else(|| Error::Load(format!("program {program} missing from the object")))?
-            .try_into()
-            .map_err(|e| Error::Load(format!("{program}: {e}")))?;
-        prog.load()
-            .map_err(|e| Error::Load(short(&format!("{program}: {e:#}"))))?;
+        let prog: &mut TracePoint = program_in(&mut self.bpf, program)?;
+        prog.load().map_err(|e| load_error(program, e))?;
         for name in names {
             if !tracefs::has_event(category, name) {
                 continue; // e.g. sys_exit_open on arm64: the syscall does not exist
@@ -232,14 +241,8 @@ impl EbpfProbe {
     /// A raw tracepoint: same event, the kernel's arguments as they are, no
     /// trace record built (the timer events fire for every kernel timer).
     fn attach_raw(&mut self, program: &str, category: &str, name: &str) -> Result<(), Error> {
-        let prog: &mut RawTracePoint = self
-            .bpf
-            .program_mut(program)
-            .ok_or_else(|| Error::Load(format!("program {program} missing from the object")))?
-            .try_into()
-            .map_err(|e| Error::Load(format!("{program}: {e}")))?;
-        prog.load()
-            .map_err(|e| Error::Load(short(&format!("{program}: {e:#}"))))?;
+        let prog: &mut RawTracePoint = program_in(&mut self.bpf, program)?;
+        prog.load().map_err(|e| load_error(program, e))?;
         prog.attach(name).map_err(|e| Error::Attach {
             what: format!("{category}:{name} (raw)"),
             why: format!("{e:#}"),
