@@ -153,7 +153,7 @@ fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, init: &V, slot: u32) -> Opt
 /// listener is reached at concrete addresses); userspace folds such entries
 /// into the wildcard listener on the port (`ebpf::listener_for`).
 #[inline(always)]
-unsafe fn connection_queued(sk: u64, c: &Config) -> Option<()> {
+unsafe fn connection_queued(sk: u64, netns: u32, port: u16, c: &Config) -> Option<()> {
     let family: u16 = read(sk, c.off_family)?;
     if family != 2 && family != 10 {
         return None;
@@ -161,9 +161,9 @@ unsafe fn connection_queued(sk: u64, c: &Config) -> Option<()> {
     let depth: u32 = read::<u32>(sk, c.off_ack_backlog)? + 1;
     let limit: u32 = read(sk, c.off_max_ack_backlog)?;
     let mut key = ListenerKey {
-        netns: netns_of(sk, c),
+        netns,
         family,
-        port: read(sk, c.off_num)?,
+        port,
         addr: [0; 16],
     };
     if family == 2 {
@@ -209,13 +209,16 @@ unsafe fn try_set_state(sk: u64, old: i32, new: i32) -> Option<()> {
         // sport 0: a connect() before its port is picked; the port is not known yet.
         return None;
     }
-    if old as u32 == TCP_LISTEN && new == 3 {
-        // A connection cloned from a listener: its accept queue, for every
-        // listener (not only watched ports), as `headroom status` shows them.
-        connection_queued(sk, &c);
+    let netns = netns_of(sk, &c);
+    // A connection cloned from a listener: it "leaves" LISTEN for SYN_RECV.
+    let cloned = old as u32 == TCP_LISTEN && new == 3;
+    if cloned {
+        // Its accept queue, for every listener (not only watched ports), as
+        // `headroom status` shows them.
+        connection_queued(sk, netns, sport, &c);
     }
     let key = PortKey {
-        netns: netns_of(sk, &c),
+        netns,
         port: sport,
         _pad: 0,
     };
@@ -227,10 +230,8 @@ unsafe fn try_set_state(sk: u64, old: i32, new: i32) -> Option<()> {
     let p = &mut *get_or_insert(&PORT_STATES, &key, &init, DROP_PORTS)?;
     // Masked so the verifier can see the index is within the array.
     let (old, new) = ((old as u32 & 0xf) as usize, (new as u32 & 0xf) as usize);
-    // An accepted connection is cloned from the listener and "leaves" LISTEN
-    // for SYN_RECV: the listener itself stays, so do not count it down.
-    let clone = old == TCP_LISTEN as usize && new == 3;
-    if !clone && old > 0 && old < STATE_SLOTS {
+    // The listener a connection was cloned from stays: do not count it down.
+    if !cloned && old > 0 && old < STATE_SLOTS {
         add_i64(&mut p.current[old], -1);
     }
     if new > 0 && new < STATE_SLOTS {

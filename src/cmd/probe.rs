@@ -37,7 +37,7 @@ pub struct Args {
     #[arg(long)]
     pub no_ebpf: bool,
     /// Also follow TIME_WAIT sockets through the kernel's timer events, for
-    /// exact TIME_WAIT transitions. Costs about 3% of a loaded server's CPU
+    /// exact TIME_WAIT transitions. Costs a loaded server 4-6% of its throughput
     /// (every kernel timer fires them); by default TIME_WAIT is counted by
     /// sock_diag at each sample (a TIME_WAIT socket lives 60 s: none is missed).
     #[arg(long, conflicts_with = "no_ebpf")]

@@ -95,7 +95,7 @@ pub struct Options {
     /// `timer:timer_cancel`), which makes TIME_WAIT counts and transitions
     /// exact between reads. Off by default: those events fire for every
     /// kernel timer on the host (two per echo call under load) and cost
-    /// about 3% of a loaded server's CPU (docs/probe.md), while a TIME_WAIT
+    /// a loaded echo server 4-6% of its throughput (docs/probe.md), while a TIME_WAIT
     /// socket lives 60 s, so a count taken by sock_diag at each read (the
     /// default) never misses one; only its transitions go uncounted.
     pub time_wait_events: bool,
