@@ -9,7 +9,10 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
-apt_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev iproute2 tmux socat prometheus util-linux procps python3-venv systemd)
+apt_pkgs=(llvm-22-dev libpolly-22-dev libzstd-dev iproute2 tmux socat prometheus util-linux procps python3-venv systemd
+  # Real servers for the app-aware model and the lab (tests start their own
+  # instances on loopback with configurations they write; none is started here).
+  redis-server memcached nginx-light haproxy postgresql erlang-base)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,10 +8,12 @@
 //! or a clock: fixtures in, numbers out. The probe fills snapshots, the server,
 //! dashboard, preflight and exporter consume them.
 
+pub mod app;
 pub mod metrics;
 pub mod model;
 pub mod snapshot;
 
+pub use app::{AppCap, AppInfo, AtCap, CapSource, ProcessLimit};
 pub use model::{
     accept_queue_capacity, effective_backlog, ephemeral_ports_per_destination, fd_capacity,
     predict, time_to_limit, Constraint, ModelConfig, NextWall, Prediction, Scope,
@@ -24,4 +26,4 @@ pub use snapshot::{
 /// Version of every JSON document headroom prints (`status --json`,
 /// `probe --once --json`, ...). Bumped on any incompatible change; see
 /// docs/json.md.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;

@@ -6,7 +6,8 @@
 //! constraint says how many connections it still admits, so the binding one
 //! is simply the smallest.
 
-use crate::snapshot::{MemoryPerConnection, Snapshot};
+use crate::app::AppInfo;
+use crate::snapshot::{MemoryPerConnection, ProcessInfo, Snapshot};
 use serde::{Deserialize, Serialize};
 
 /// Knobs of the model. The defaults are what `headroom serve` itself uses, so
@@ -135,12 +136,39 @@ pub struct Prediction {
     pub next_wall: Option<NextWall>,
 }
 
-/// Where the wall moves once the per-process one is pushed back with more processes.
+/// Where the wall moves once the binding one is pushed back: with more
+/// processes (a per-process kernel limit) or by raising the server's own
+/// setting (an application cap).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NextWall {
     pub constraint: String,
     pub max_connections: u64,
-    pub processes_needed: u64,
+    /// Processes like these it takes to reach it, when more processes are
+    /// the way past the binding limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes_needed: Option<u64>,
+    /// The setting to raise to reach it, when the binding limit is the
+    /// application's own (`maxclients`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raise: Option<String>,
+}
+
+impl NextWall {
+    /// One line: `nofile at 19958 connections once maxclients is raised`,
+    /// `file-max at 98000 connections with 5 processes like these`.
+    pub fn describe(&self) -> String {
+        match (&self.raise, self.processes_needed) {
+            (Some(setting), _) => format!(
+                "{} at {} connections once {setting} is raised",
+                self.constraint, self.max_connections
+            ),
+            (None, Some(n)) => format!(
+                "{} at {} connections, reached with {n} processes like these",
+                self.constraint, self.max_connections
+            ),
+            (None, None) => format!("{} at {} connections", self.constraint, self.max_connections),
+        }
+    }
 }
 
 impl Prediction {
@@ -164,25 +192,41 @@ pub fn fd_capacity(nofile_soft: u64, open_fds: u64, cfg: &ModelConfig) -> u64 {
 }
 
 /// Predicts the target's maximum concurrent connections from a snapshot.
+///
+/// When the snapshot names the application ([`Snapshot::app`]), its own caps
+/// are constraints too, and the kernel ones are counted the way it spends
+/// them: only the processes that hold client connections (not nginx's
+/// master), its descriptors per connection, its own fd reserve, and for a
+/// server with a process per connection the process limits instead of one
+/// process's descriptor table.
 pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
-    let conns = snap.connections();
-    let nproc = snap.processes.len() as u64;
+    let app = snap.app.as_ref();
+    let conns = app
+        .and_then(|a| a.connections)
+        .unwrap_or_else(|| snap.connections());
+    let fds_per_connection = app
+        .filter(|a| a.is_known())
+        .map_or(cfg.fds_per_connection, |a| a.fds_per_connection.max(1));
+    let fd_reserve = app.and_then(|a| a.fd_reserve).unwrap_or(cfg.fd_reserve);
+    let holders = connection_holders(snap);
+    let nproc = holders.len() as u64;
     let mut cs = Vec::new();
 
     // nofile: per process, summed. An unlimited soft limit is capped by nr_open,
-    // which is what the kernel enforces for any fd table.
-    if nproc > 0 {
-        let limit: u64 = snap
-            .processes
+    // which is what the kernel enforces for any fd table. A server that forks
+    // a process per connection gives each connection a fresh table.
+    let per_connection_process = app.is_some_and(|a| a.process_per_connection);
+    if nproc > 0 && !per_connection_process {
+        let limit: u64 = holders
             .iter()
             .map(|p| p.nofile_soft.unwrap_or(snap.system.nr_open))
             .sum();
-        let used = snap.open_fds();
-        let reserve = cfg.fd_reserve * nproc;
-        let hard = snap.processes[0].nofile_hard;
-        let soft = snap.processes[0].nofile_soft;
+        let used: u64 = holders.iter().map(|p| p.open_fds).sum();
+        let reserve = fd_reserve * nproc;
+        let hard = holders[0].nofile_hard;
+        let soft = holders[0].nofile_soft;
         let who = if nproc == 1 {
-            format!("pid {}", snap.processes[0].pid)
+            format!("pid {}", holders[0].pid)
         } else {
             format!("{nproc} processes")
         };
@@ -191,10 +235,17 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
             fmt_limit(soft),
             fmt_limit(hard),
         );
-        let remedy = if soft.is_some() && soft == hard {
-            "soft = hard: raise the hard limit (LimitNOFILE=, limits.d; needs CAP_SYS_RESOURCE) or add worker processes (serve --workers)"
+        // Only headroom serve (or a server nobody recognised) is told about
+        // `serve --workers`; a known server's own workers are its business.
+        let workers = if app.is_some_and(|a| a.is_known() && a.kind != "headroom") {
+            "add worker processes"
         } else {
-            "raise the soft limit up to the hard limit (prlimit, LimitNOFILE=) or add worker processes"
+            "add worker processes (serve --workers)"
+        };
+        let remedy = if soft.is_some() && soft == hard {
+            format!("soft = hard: raise the hard limit (LimitNOFILE=, limits.d; needs CAP_SYS_RESOURCE) or {workers}")
+        } else {
+            format!("raise the soft limit up to the hard limit (prlimit, LimitNOFILE=) or {workers}")
         };
         cs.push(constraint(
             "nofile",
@@ -203,10 +254,10 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
             limit,
             used,
             reserve,
-            cfg.fds_per_connection,
-            conns,
+            fds_per_connection,
+            holder_connections(&holders),
             explanation,
-            remedy,
+            &remedy,
         ));
     }
 
@@ -219,7 +270,7 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
             snap.system.file_max,
             snap.system.file_nr_allocated,
             0,
-            cfg.fds_per_connection,
+            fds_per_connection,
             conns,
             format!(
                 "fs.file-max {}: {} file handles allocated host-wide",
@@ -229,9 +280,13 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
         ));
     }
 
-    let mem = snap
+    let mut mem = snap
         .memory_per_connection
         .unwrap_or(cfg.default_memory_per_connection);
+    if let Some(b) = app.and_then(|a| a.process_bytes_per_connection) {
+        mem.process_bytes = b;
+        mem.measured = true;
+    }
     let how = if mem.measured { "measured" } else { "assumed" };
     if snap.system.mem_total_bytes > 0 {
         cs.push(constraint(
@@ -330,10 +385,85 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
         }
     }
 
-    finish(cs, conns, nproc)
+    if let Some(app) = app {
+        cs.extend(app_constraints(app, conns));
+    }
+
+    finish(cs, conns, nproc, app)
 }
 
-fn finish(mut cs: Vec<Constraint>, conns: u64, nproc: u64) -> Prediction {
+/// The processes whose descriptors client connections take: the ones the
+/// application names (nginx's workers), else every process of the target.
+fn connection_holders(snap: &Snapshot) -> Vec<&ProcessInfo> {
+    let named = snap
+        .app
+        .as_ref()
+        .map(|a| a.connection_pids.as_slice())
+        .unwrap_or_default();
+    let holders: Vec<&ProcessInfo> = snap
+        .processes
+        .iter()
+        .filter(|p| named.is_empty() || named.contains(&p.pid))
+        .collect();
+    if holders.is_empty() {
+        snap.processes.iter().collect()
+    } else {
+        holders
+    }
+}
+
+fn holder_connections(holders: &[&ProcessInfo]) -> u64 {
+    holders.iter().map(|p| p.connections).sum()
+}
+
+/// The application's caps and, for a process per connection, the process
+/// limits, as constraints. A cap's `used` is the server's own count where it
+/// tells it, else the connections the target holds.
+fn app_constraints(app: &AppInfo, conns: u64) -> Vec<Constraint> {
+    let mut cs = Vec::new();
+    for cap in &app.caps {
+        let per = cap.per_connection.max(1);
+        let used = cap.used.unwrap_or(conns * per);
+        cs.push(constraint(
+            &cap.name,
+            cap.scope,
+            "connections",
+            cap.limit,
+            used,
+            cap.reserve,
+            per,
+            conns,
+            format!(
+                "{} (read {}: {})",
+                cap.explanation,
+                cap.source.as_str(),
+                cap.read_from
+            ),
+            &cap.remedy,
+        ));
+    }
+    for pl in &app.process_limits {
+        cs.push(constraint(
+            &pl.name,
+            pl.scope,
+            "processes",
+            pl.limit,
+            pl.used,
+            0,
+            1,
+            conns,
+            pl.explanation.clone(),
+            &pl.remedy,
+        ));
+    }
+    cs
+}
+
+fn is_app_cap(app: Option<&AppInfo>, name: &str) -> bool {
+    app.is_some_and(|a| a.caps.iter().any(|c| c.name == name))
+}
+
+fn finish(mut cs: Vec<Constraint>, conns: u64, nproc: u64, app: Option<&AppInfo>) -> Prediction {
     cs.sort_by(|a, b| {
         a.max_connections
             .cmp(&b.max_connections)
@@ -344,20 +474,33 @@ fn finish(mut cs: Vec<Constraint>, conns: u64, nproc: u64) -> Prediction {
         .map(|c| (c.max_connections, c.name.clone()))
         .unwrap_or((0, String::new()));
 
-    let next_wall = cs
-        .first()
-        .filter(|c| c.scope == Scope::Process)
-        .and_then(|b| {
-            let next = cs.iter().find(|c| c.scope == Scope::System)?;
-            // Capacity one process brings: its share of the binding limit.
-            let per_process = (b.limit.saturating_sub(b.reserve) / b.per_connection) / nproc.max(1);
-            let processes_needed = next.max_connections.div_ceil(per_process.max(1)).max(1);
-            Some(NextWall {
+    let next_wall = cs.first().and_then(|b| {
+        if is_app_cap(app, &b.name) {
+            // Raising the server's own setting leaves the next limit that is
+            // not one of its caps.
+            let next = cs.iter().find(|c| !is_app_cap(app, &c.name))?;
+            let setting = app?.caps.iter().find(|c| c.name == b.name)?.setting.clone();
+            return Some(NextWall {
                 constraint: next.name.clone(),
                 max_connections: next.max_connections,
-                processes_needed,
-            })
-        });
+                processes_needed: None,
+                raise: Some(setting),
+            });
+        }
+        if b.scope != Scope::Process {
+            return None;
+        }
+        let next = cs.iter().find(|c| c.scope == Scope::System)?;
+        // Capacity one process brings: its share of the binding limit.
+        let per_process = (b.limit.saturating_sub(b.reserve) / b.per_connection) / nproc.max(1);
+        let processes_needed = next.max_connections.div_ceil(per_process.max(1)).max(1);
+        Some(NextWall {
+            constraint: next.name.clone(),
+            max_connections: next.max_connections,
+            processes_needed: Some(processes_needed),
+            raise: None,
+        })
+    });
 
     Prediction {
         connections: conns,
@@ -502,7 +645,7 @@ mod tests {
         assert_eq!(next.constraint, "file-max");
         // file-max admits 2000 + 96000 = 98000; one process brings 19968.
         assert_eq!(next.max_connections, 98000);
-        assert_eq!(next.processes_needed, 5);
+        assert_eq!(next.processes_needed, Some(5));
     }
 
     #[test]
@@ -640,3 +783,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "model_app_tests.rs"]
+mod app_tests;

@@ -1,6 +1,7 @@
 //! The snapshot: limits and usage of a host and its target process(es) at one
 //! instant, with where the numbers came from.
 
+use crate::app::AppInfo;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -218,6 +219,10 @@ pub struct Snapshot {
     pub fd_errors: Vec<FdError>,
     /// Known cost per connection; `None` lets the model use its default.
     pub memory_per_connection: Option<MemoryPerConnection>,
+    /// The application behind the target and its own caps, when it was
+    /// looked at (`headroom-apps`); `None`: not looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppInfo>,
 }
 
 impl Snapshot {

@@ -101,6 +101,7 @@ pub struct Probe {
     target: Target,
     poll: PollSource,
     overlays: Vec<Box<dyn Overlay>>,
+    apps: Option<headroom_apps::Options>,
 }
 
 impl Probe {
@@ -110,7 +111,15 @@ impl Probe {
             target,
             poll: PollSource::new(),
             overlays: Vec::new(),
+            apps: None,
         }
+    }
+
+    /// Also recognises the server behind the target and reads its own
+    /// connection cap into `Snapshot::app` (headroom-apps), at every snapshot.
+    pub fn with_apps(mut self, opts: headroom_apps::Options) -> Probe {
+        self.apps = Some(opts);
+        self
     }
 
     /// Replaces the poll source (to set its options).
@@ -140,6 +149,9 @@ impl Probe {
                 }
             }
         }
+        if let Some(opts) = &self.apps {
+            snap.app = Some(headroom_apps::inspect(&snap, opts));
+        }
         Ok(snap)
     }
 
@@ -154,6 +166,15 @@ impl Probe {
 /// keep a [`Probe`] (tui, flood, the server's host_capacity tool).
 pub fn snapshot(target: &Target) -> Result<Snapshot, Error> {
     PollSource::new().snapshot(target)
+}
+
+/// [`snapshot`] with the application behind the target recognised and its
+/// own cap read (`Snapshot::app`): what `flood --port` and the server's
+/// `service_capacity` tool predict from.
+pub fn app_snapshot(target: &Target, opts: &headroom_apps::Options) -> Result<Snapshot, Error> {
+    let mut snap = snapshot(target)?;
+    snap.app = Some(headroom_apps::inspect(&snap, opts));
+    Ok(snap)
 }
 
 /// The pids of every process holding a TCP listener on `port` in this

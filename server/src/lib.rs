@@ -47,6 +47,7 @@ pub mod jsonrpc;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;
+pub mod service;
 pub mod tools;
 
 pub use metrics::Metrics;

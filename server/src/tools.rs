@@ -181,6 +181,47 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
         move |_args, _ctx| Ok(ToolOutput::structured(capacity_document(&st))),
     );
 
+    reg.async_tool(
+        json!({
+            "name": "service_capacity",
+            "title": "Capacity of a service on this host",
+            "description": "Capacity of any service on this host, by TCP port or pid: the server is recognised (nginx, HAProxy, Redis, PostgreSQL, memcached, the Erlang VM, headroom) and its own connection cap read where it keeps it, beside the kernel limits; which one binds first and how many connections fit.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {
+                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "pid": {"type": "integer", "minimum": 1}
+                }
+            },
+            "outputSchema": {
+                "type": "object",
+                "properties": {
+                    "schema_version": {"type": "integer"},
+                    "target": {"type": "string"},
+                    "application": {"type": ["string", "null"]},
+                    "prediction": {"type": "object"},
+                    "snapshot": {"type": "object"}
+                },
+                "required": ["schema_version", "target", "prediction", "snapshot"]
+            },
+            "annotations": {"readOnlyHint": true, "openWorldHint": false}
+        }),
+        |args, _ctx| async move {
+            let target = match crate::service::target_of(&args) {
+                Ok(t) => t,
+                Err(e) => return Ok(ToolOutput::error(e)),
+            };
+            // /proc reads and the server's own port: off the session's runtime.
+            let doc = tokio::task::spawn_blocking(move || crate::service::service_document(&target))
+                .await
+                .unwrap_or_else(|e| Err(format!("reading the service failed: {e}")));
+            Ok(match doc {
+                Ok(doc) => ToolOutput::structured(doc),
+                Err(e) => ToolOutput::error(e),
+            })
+        },
+    );
+
     reg.tool(
         json!({
             "name": "listeners",
@@ -305,6 +346,14 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
             })])
         },
     );
+    reg.resource_templates.push(json!({
+        "uriTemplate": crate::service::PORT_TEMPLATE,
+        "name": "service on a port",
+        "title": "Capacity of the service on a TCP port of this host",
+        "description": "The server behind a port of this host (its own cap read where it keeps it), its limits and predicted maximum (JSON).",
+        "mimeType": "application/json"
+    }));
+    reg.resource_fallback = Some(Box::new(crate::service::read_port_resource));
     for p in profiles.iter() {
         // The profile with its `extends` chain resolved, as JSON.
         let text = serde_json::to_string_pretty(&p.profile).unwrap_or_default();

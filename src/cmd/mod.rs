@@ -15,6 +15,46 @@ pub mod status;
 pub mod top;
 pub mod up;
 
+/// How the server behind a target is looked at (`status`, `top`, `probe`,
+/// `flood`, `serve`'s tools): its own connection cap, read live where it
+/// answers on its port.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct AppArgs {
+    /// Environment variable holding the Redis password (`requirepass`), so
+    /// that it never shows in a command line; without it a Redis that
+    /// authenticates is read from its configuration file.
+    #[arg(long, value_name = "VAR", default_value = "HEADROOM_REDIS_PASSWORD")]
+    pub redis_password_env: String,
+    /// File holding the Redis password (first line).
+    #[arg(long, value_name = "FILE")]
+    pub redis_password_file: Option<std::path::PathBuf>,
+    /// Do not ask the server on its port; read command lines and files only.
+    #[arg(long)]
+    pub no_app_query: bool,
+}
+
+impl AppArgs {
+    pub fn options(&self) -> anyhow::Result<headroom_apps::Options> {
+        use anyhow::Context;
+        let password = match &self.redis_password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("--redis-password-file {}", f.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+            None => std::env::var(&self.redis_password_env).ok(),
+        };
+        Ok(headroom_apps::Options {
+            redis_password: password.filter(|p| !p.is_empty()),
+            live: !self.no_app_query,
+            ..Default::default()
+        })
+    }
+}
+
 /// A command that could not do its job (bad input, missing privilege, unknown pid).
 pub const EXIT_ERROR: u8 = 3;
 

@@ -45,6 +45,8 @@ pub struct Args {
     /// Seconds between samples (peaks are "since the previous sample").
     #[arg(long, value_name = "S", default_value_t = 1.0)]
     pub interval: f64,
+    #[command(flatten)]
+    pub app: super::AppArgs,
 }
 
 struct Watch {
@@ -54,6 +56,9 @@ struct Watch {
     poll: PollSource,
     ebpf: Option<EbpfProbe>,
     off_reason: Option<String>,
+    /// How the server behind the target is read (its own cap), when the
+    /// target is a server and not this probe itself.
+    apps: Option<headroom_apps::Options>,
 }
 
 impl Watch {
@@ -91,6 +96,9 @@ impl Watch {
         } else if let Some(why) = &self.off_reason {
             snap.source_note = Some(format!("eBPF off: {why}"));
         }
+        if let Some(opts) = &self.apps {
+            snap.app = Some(headroom_apps::inspect(&snap, opts));
+        }
         let prediction = predict(&snap, &ModelConfig::default());
         Ok(Reading {
             snapshot: snap,
@@ -121,6 +129,7 @@ pub fn run(args: Args) -> CmdResult {
         poll: PollSource::new(),
         ebpf: None,
         off_reason: None,
+        apps: if all { None } else { Some(args.app.options()?) },
     };
     // Resolve the target first: a wrong pid or port is an error, not a probe.
     watch.read()?;

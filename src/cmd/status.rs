@@ -31,6 +31,8 @@ pub struct Args {
     /// Process memory (RSS) one connection costs; polling cannot measure it.
     #[arg(long, value_name = "BYTES")]
     pub bytes_per_connection: Option<u64>,
+    #[command(flatten)]
+    pub app: super::AppArgs,
 }
 
 /// `status --json`: see docs/json.md. Field order is the documented order.
@@ -45,6 +47,10 @@ pub struct StatusJson<'a> {
     pub connections: u64,
     pub predicted_max_connections: u64,
     pub binding: &'a str,
+    /// The server behind the target and its own caps (`kind` `unknown`:
+    /// kernel limits only); `application` says it in one line.
+    pub app: Option<&'a headroom_core::AppInfo>,
+    pub application: Option<String>,
     pub constraints: &'a [Constraint],
     pub next_wall: Option<&'a headroom_core::NextWall>,
     pub listeners: &'a [headroom_core::Listener],
@@ -97,7 +103,9 @@ pub fn run(args: Args) -> CmdResult {
     if let Some(b) = args.bytes_per_connection {
         poll = poll.with_process_bytes_per_connection(b);
     }
-    let mut probe = Probe::new(target.clone()).with_poll(poll);
+    let mut probe = Probe::new(target.clone())
+        .with_poll(poll)
+        .with_apps(args.app.options()?);
     let snap = probe
         .snapshot()
         .with_context(|| format!("status of {target}"))?;
@@ -130,6 +138,8 @@ pub fn run(args: Args) -> CmdResult {
             connections: pred.connections,
             predicted_max_connections: pred.predicted_max_connections,
             binding: &pred.binding,
+            app: snap.app.as_ref(),
+            application: snap.app.as_ref().map(|a| a.summary()),
             constraints: &pred.constraints,
             next_wall: pred.next_wall.as_ref(),
             listeners: &snap.listeners,
@@ -198,6 +208,9 @@ pub fn render(
     if let Some(note) = &snap.source_note {
         s += &format!("note: {note}\n");
     }
+    if let Some(app) = &snap.app {
+        s += &render_app(app);
+    }
     s += "\n";
     if let Some(c) = pred.binding_constraint() {
         s += &format!(
@@ -206,10 +219,7 @@ pub fn render(
         );
     }
     if let Some(w) = &pred.next_wall {
-        s += &format!(
-            "  next wall: {} at {} connections, reached with {} processes like these\n",
-            w.constraint, w.max_connections, w.processes_needed
-        );
+        s += &format!("  next wall: {}\n", w.describe());
     }
     s += "\n";
 
@@ -353,6 +363,41 @@ pub fn render(
     s
 }
 
+/// The application lines of the table: what the server is, each cap with
+/// where it was read, what it does at its cap, and what could not be read.
+fn render_app(app: &headroom_core::AppInfo) -> String {
+    if !app.is_known() {
+        return format!("{}\n", app.summary());
+    }
+    let mut s = format!(
+        "application: {}{}\n",
+        app.summary(),
+        app.version
+            .as_deref()
+            .map(|v| format!(", version {v}"))
+            .unwrap_or_default()
+    );
+    for c in &app.caps {
+        s += &format!(
+            "  {} = {} ({}: {})\n",
+            c.setting,
+            c.limit,
+            c.source.as_str(),
+            c.read_from
+        );
+    }
+    if let Some(at) = app.at_cap {
+        s += &format!("  at its cap it {}\n", at.describe());
+    }
+    for n in &app.notes {
+        s += &format!("  note: {n}\n");
+    }
+    for p in &app.problems {
+        s += &format!("  could not read: {p}\n");
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +471,8 @@ mod tests {
             connections: p.connections,
             predicted_max_connections: p.predicted_max_connections,
             binding: &p.binding,
+            app: None,
+            application: None,
             constraints: &p.constraints,
             next_wall: p.next_wall.as_ref(),
             listeners: &s.listeners,

@@ -34,6 +34,8 @@ pub struct Args {
     /// Do not load the eBPF probe: poll /proc and sock_diag only (the title bar says so).
     #[arg(long)]
     pub no_ebpf: bool,
+    #[command(flatten)]
+    pub app: super::AppArgs,
     /// Seconds between full passes of the poll source (every fd link read,
     /// every socket matched); refreshes in between cost O(1) per process.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
@@ -96,7 +98,12 @@ pub fn run(args: Args) -> CmdResult {
             ),
         };
         let resync = Duration::from_secs_f64(args.resync);
-        Box::new(LocalSource::open(target, resync, args.no_ebpf)?)
+        Box::new(LocalSource::open(
+            target,
+            resync,
+            args.no_ebpf,
+            args.app.options()?,
+        )?)
     };
     if args.once {
         return once(source.as_mut(), options);
@@ -134,8 +141,15 @@ impl LocalSource {
     /// Checks that `target` is there (a usage error otherwise, not a
     /// dashboard), then loads the eBPF probe unless `no_ebpf`; when it
     /// cannot load, the source polls and says why.
-    pub fn open(target: Target, resync: Duration, no_ebpf: bool) -> anyhow::Result<LocalSource> {
-        let mut probe = Probe::new(target.clone()).with_poll(PollSource::new().incremental(resync));
+    pub fn open(
+        target: Target,
+        resync: Duration,
+        no_ebpf: bool,
+        apps: headroom_apps::Options,
+    ) -> anyhow::Result<LocalSource> {
+        let mut probe = Probe::new(target.clone())
+            .with_poll(PollSource::new().incremental(resync))
+            .with_apps(apps);
         probe.snapshot()?;
         let (probe, ebpf_off) =
             match EbpfProbe::load(no_ebpf).and_then(|p| EbpfOverlay::new(p, &target)) {

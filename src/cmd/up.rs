@@ -171,6 +171,7 @@ pub fn run(args: Args) -> CmdResult {
         Target::Pid(server.child.id()),
         super::top::RESYNC,
         args.no_ebpf,
+        headroom_apps::Options::default(),
     )?;
     let result = headroom_tui::run(&mut source, options, |app| {
         if let Some(status) = server.exited() {

@@ -171,6 +171,12 @@ fn summary_line(frame: &mut Frame, area: Rect, app: &App) {
         Span::raw("  time to limit: "),
         Span::styled(outlook.text(), outlook_style),
     ];
+    if let Some(a) = app.snapshot().and_then(|s| s.app.as_ref()) {
+        spans.push(Span::styled(
+            format!("  │ {}", a.summary()),
+            Style::new().fg(Color::Gray),
+        ));
+    }
     if let Some(e) = &app.error {
         spans.push(Span::styled(
             format!("  ⚠ {e}"),
@@ -352,12 +358,7 @@ fn constraints_panel(frame: &mut Frame, area: Rect, app: &App) {
         ];
         if let Some(w) = p.next_wall.as_ref().filter(|_| c.name == p.binding) {
             fix.push(Span::styled(
-                format!(
-                    "  (next wall: {} at {} conn, {} processes)",
-                    w.constraint,
-                    format::count(w.max_connections),
-                    w.processes_needed
-                ),
+                format!("  (next wall: {})", w.describe()),
                 Style::new().italic(),
             ));
         }

@@ -115,6 +115,9 @@ pub struct View {
     pub connections: u64,
     pub predicted_max_connections: u64,
     pub binding: String,
+    /// The server behind the target and its own cap in one line
+    /// (`redis (redis-server): maxclients 500 (live)`), when looked at.
+    pub application: Option<String>,
     /// `nofile in 42 s at +310 conn/s`, `stable`, ...
     pub time_to_limit: String,
     pub processes: Vec<ProcessRow>,
@@ -147,6 +150,7 @@ impl View {
             connections: pred.map_or(0, |p| p.connections),
             predicted_max_connections: pred.map_or(0, |p| p.predicted_max_connections),
             binding: pred.map_or(String::new(), |p| p.binding.clone()),
+            application: snap.and_then(|s| s.app.as_ref()).map(|a| a.summary()),
             time_to_limit: app.outlook().text(),
             processes: snap.map_or(Vec::new(), |s| {
                 s.processes
