@@ -35,7 +35,7 @@ fn status_port_reports_accept_queue_depth_and_limit() {
 
     let port = srv.port.to_string();
     let doc = status_json(&["--port", &port]);
-    assert_eq!(doc["schema_version"], 1);
+    assert_eq!(doc["schema_version"], 2);
     assert_eq!(doc["source"], "poll");
     assert_eq!(doc["target"]["port"], srv.port);
     assert_eq!(doc["pids"], serde_json::json!([srv.pid]));
