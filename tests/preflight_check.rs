@@ -107,7 +107,7 @@ fn json_report_has_rows_capacity_and_namespace() {
     let o = check(&["--profile", &warn, "--json"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     assert_eq!(v["profile"], "warn");
     let ns = std::fs::read_link("/proc/self/ns/net").unwrap();
     assert_eq!(v["netns"], ns.to_str().unwrap());

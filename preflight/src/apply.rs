@@ -1,13 +1,16 @@
-//! Apply and rollback. `plan` computes the diff (pure, from readings);
-//! `apply` saves the previous values atomically BEFORE any write, then writes
-//! runtime sysctls and persisted files, undoing everything already written if
-//! one write fails; `rollback` restores exactly what `apply` changed.
+//! The plan of an apply: the diff from the readings, the files it would
+//! write, and whether each of them wins at the next boot (see
+//! [`crate::boot::persist`]): a plan with conflicts is refused. Writing and
+//! rolling back are in [`crate::journal`].
 
+use crate::boot::persist::{self, Conflict};
+use crate::boot::{units, valid_conf_name, verdict};
 pub use crate::check::Selector;
 use crate::check::{join, target};
+pub use crate::journal::{apply, rollback, Applied, RollbackOutcome};
 use crate::profile::Profile;
 use crate::readings::{parse_numbers, Readings};
-use crate::root::{read_optional, remove_if_exists, write_atomic};
+use crate::root::read_optional;
 use crate::{Error, Root};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -15,10 +18,12 @@ use std::path::Path;
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/90-headroom.conf";
 pub const LIMITS_FILE: &str = "/etc/security/limits.d/90-headroom.conf";
 pub const STATE_FILE: &str = "/var/lib/headroom/rollback.json";
+/// The name of every file apply writes unless told another.
+pub const DEFAULT_NAME: &str = "90-headroom.conf";
 
 /// `/etc/systemd/system/NAME.service.d/90-headroom.conf`.
 pub fn dropin_path(unit: &str) -> String {
-    format!("/etc/systemd/system/{unit}.service.d/90-headroom.conf")
+    format!("/etc/systemd/system/{unit}.service.d/{DEFAULT_NAME}")
 }
 
 #[derive(Debug, Clone, Default)]
@@ -29,6 +34,20 @@ pub struct ApplyOptions {
     pub only: Selector,
     /// Never these.
     pub skip: Selector,
+    /// File names in /etc/sysctl.d, /etc/security/limits.d and the unit's
+    /// drop-in directory (default 90-headroom.conf): a name that sorts after
+    /// a file that would override ours makes ours win.
+    pub sysctl_file: Option<String>,
+    pub limits_file: Option<String>,
+    pub dropin_file: Option<String>,
+}
+
+impl ApplyOptions {
+    fn name<'a>(&'a self, flag: &str, v: &'a Option<String>) -> Result<&'a str, Error> {
+        let n = v.as_deref().unwrap_or(DEFAULT_NAME);
+        valid_conf_name(flag, n)?;
+        Ok(n)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +85,9 @@ pub struct Plan {
     pub created_dirs: Vec<String>,
     pub kept: Vec<Kept>,
     pub notes: Vec<String>,
+    /// Settings the next boot would take back: apply refuses while any is
+    /// listed, and each names the file to edit.
+    pub conflicts: Vec<Conflict>,
 }
 
 impl Plan {
@@ -101,20 +123,11 @@ impl Plan {
         for n in &self.notes {
             let _ = writeln!(out, "  note: {n}");
         }
+        for c in &self.conflicts {
+            let _ = writeln!(out, "  ! {}: {}", c.name, c.message);
+        }
         out
     }
-}
-
-/// The rollback state file: everything needed to undo one apply.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct State {
-    schema_version: u32,
-    profile: String,
-    netns: String,
-    applied_at_ms: u64,
-    sysctls: Vec<SysctlChange>,
-    files: Vec<FileChange>,
-    created_dirs: Vec<String>,
 }
 
 fn selected(opts: &ApplyOptions, name: &str) -> bool {
@@ -135,48 +148,6 @@ fn valid_unit(u: &str) -> Result<String, Error> {
     Ok(name.to_string())
 }
 
-/// The LimitNOFILE= a unit already has (last one wins, as in systemd), as
-/// (soft, hard); `u64::MAX` for infinity.
-fn unit_nofile(root: &Root, unit: &str) -> Option<(u64, u64)> {
-    let mut files = vec![
-        format!("/usr/lib/systemd/system/{unit}.service"),
-        format!("/lib/systemd/system/{unit}.service"),
-        format!("/etc/systemd/system/{unit}.service"),
-    ];
-    let ours = dropin_path(unit);
-    let dir = root.file(&format!("/etc/systemd/system/{unit}.service.d"));
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        let mut confs: Vec<String> = rd
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.ends_with(".conf"))
-            .map(|n| format!("/etc/systemd/system/{unit}.service.d/{n}"))
-            .filter(|p| *p != ours)
-            .collect();
-        confs.sort();
-        files.extend(confs);
-    }
-    let parse = |s: &str| match s.trim() {
-        "infinity" => Some(u64::MAX),
-        n => n.parse().ok(),
-    };
-    let mut found = None;
-    for f in files {
-        let Ok(Some(text)) = read_optional(&root.file(&f)) else {
-            continue;
-        };
-        for l in text.lines() {
-            if let Some(v) = l.trim().strip_prefix("LimitNOFILE=") {
-                found = match v.split_once(':') {
-                    Some((s, h)) => parse(s).zip(parse(h)),
-                    None => parse(v).map(|n| (n, n)),
-                };
-            }
-        }
-    }
-    found
-}
-
 /// Computes what `apply` would change. Reads nothing but `r` and, for the
 /// files it would write, their current contents under `root`.
 pub fn plan(
@@ -192,6 +163,21 @@ pub fn plan(
         )));
     }
     let unit = opts.unit.as_deref().map(valid_unit).transpose()?;
+    let sysctl_name = opts.name("--sysctl-file", &opts.sysctl_file)?;
+    let limits_name = opts.name("--limits-file", &opts.limits_file)?;
+    let dropin_name = opts.name("--dropin-file", &opts.dropin_file)?;
+    let sysctl_file = format!("/etc/sysctl.d/{sysctl_name}");
+    let limits_file = format!("{}/{limits_name}", crate::boot::limits::LIMITS_D);
+    for f in [&sysctl_file, &limits_file] {
+        // Writing over a link (99-sysctl.conf -> ../sysctl.conf) would replace
+        // the link with a file, and rollback could not bring the link back.
+        if std::fs::symlink_metadata(root.file(f)).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::Usage(format!(
+                "{f} is a symlink: choose another name (--sysctl-file, --limits-file)"
+            )));
+        }
+    }
+    let view = verdict::read(root, None, None);
     // A typo in --only/--skip must not silently select nothing.
     let names: Vec<&str> = profile
         .sysctls
@@ -221,7 +207,11 @@ pub fn plan(
         created_dirs: vec![],
         kept: vec![],
         notes: vec![],
+        conflicts: vec![],
     };
+    // Runtime values that already satisfy the rule but that a persisted
+    // file would take back at boot: written to our file, not to /proc/sys.
+    let mut persist_only: Vec<(String, String)> = Vec::new();
     for (key, rule) in &profile.sysctls {
         if !selected(opts, key) {
             continue;
@@ -245,10 +235,19 @@ pub fn plan(
             })),
             Some(None) => p.kept.push(kept("not a number".into())),
             Some(Some(c)) => match target(rule, &c) {
-                None => p.kept.push(kept(format!(
-                    "satisfies {}",
-                    crate::check::required_text(rule)
-                ))),
+                None => {
+                    let (row, failure) = verdict::sysctl_row(&view, key, rule);
+                    let mut reason = format!("satisfies {}", crate::check::required_text(rule));
+                    if failure.is_some() && row.value.is_some() {
+                        reason.push_str(&format!(
+                            " now; persisted for boot: {} sets {}",
+                            row.file.as_deref().unwrap_or("?"),
+                            row.value.as_deref().unwrap_or("?")
+                        ));
+                        persist_only.push((key.clone(), join(&c)));
+                    }
+                    p.kept.push(kept(reason));
+                }
                 Some(t) => p.sysctls.push(SysctlChange {
                     key: key.clone(),
                     previous: current.clone().unwrap_or_default(),
@@ -259,15 +258,26 @@ pub fn plan(
     }
 
     let mut files: Vec<(String, String)> = Vec::new();
-    if !p.sysctls.is_empty() {
+    let mut persisted: Vec<(&str, &str)> = p
+        .sysctls
+        .iter()
+        .map(|c| (c.key.as_str(), c.applied.as_str()))
+        .chain(persist_only.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .collect();
+    persisted.sort();
+    if !persisted.is_empty() {
         let mut s = format!(
             "# Written by `headroom preflight apply --profile {}`; `headroom preflight rollback` removes it.\n",
             profile.name
         );
-        for c in &p.sysctls {
-            s.push_str(&format!("{} = {}\n", c.key, c.applied));
+        for (k, v) in &persisted {
+            s.push_str(&format!("{k} = {v}\n"));
         }
-        files.push((SYSCTL_FILE.into(), s));
+        let keys: Vec<&str> = persisted.iter().map(|(k, _)| *k).collect();
+        let (conflicts, notes) = persist::sysctl_conflicts(&view, profile, sysctl_name, &s, &keys);
+        p.conflicts.extend(conflicts);
+        p.notes.extend(notes);
+        files.push((sysctl_file.clone(), s));
         if p.sysctls.iter().any(|c| c.key.starts_with("net.")) {
             let init = std::fs::read_link(root.proc("1/ns/net"))
                 .map(|l| l.to_string_lossy().into_owned())
@@ -275,7 +285,7 @@ pub fn plan(
             // Unknown (no access to pid 1) is not "different": say nothing.
             if init.is_some_and(|i| i != netns) {
                 p.notes.push(format!(
-                    "net.* values were written in {netns}; {SYSCTL_FILE} is read at boot in the initial namespace"
+                    "net.* values were written in {netns}; {sysctl_file} is read at boot in the initial namespace"
                 ));
             }
         }
@@ -309,7 +319,9 @@ pub fn plan(
                     "{who:<5} soft nofile {want_soft}\n{who:<5} hard nofile {want_hard}\n"
                 ));
             }
-            files.push((LIMITS_FILE.into(), s));
+            p.conflicts
+                .extend(persist::limits_conflicts(root, &view, n, limits_name, &s));
+            files.push((limits_file.clone(), s));
             if hard.is_some_and(|h| h < n.hard) && !r.cap_sys_resource {
                 p.notes.push(format!(
                     "nofile: this session's hard limit {} cannot be raised without CAP_SYS_RESOURCE; the new limit applies to new logins and restarted services",
@@ -318,7 +330,9 @@ pub fn plan(
             }
         }
         if let Some(u) = &unit {
-            match unit_nofile(root, u) {
+            let ours = format!("/etc/systemd/system/{u}.service.d/{dropin_name}");
+            let now = units::nofile(root, u, None, Some(&ours));
+            match now.from.map(|_| (now.soft, now.hard)) {
                 Some((s, h)) if s >= n.soft && h >= n.hard => p.kept.push(Kept {
                     name: format!("{u}.service LimitNOFILE"),
                     current: Some(format!("{s}:{h}")),
@@ -334,15 +348,20 @@ pub fn plan(
                             v.to_string()
                         }
                     };
-                    files.push((
-                        dropin_path(u),
-                        format!(
-                            "# Written by `headroom preflight apply --profile {}`; `headroom preflight rollback` removes it.\n[Service]\nLimitNOFILE={}:{}\n",
-                            profile.name,
-                            fmt(s),
-                            fmt(h.max(s))
-                        ),
+                    let content = format!(
+                        "# Written by `headroom preflight apply --profile {}`; `headroom preflight rollback` removes it.\n[Service]\nLimitNOFILE={}:{}\n",
+                        profile.name,
+                        fmt(s),
+                        fmt(h.max(s))
+                    );
+                    p.conflicts.extend(persist::dropin_conflicts(
+                        root,
+                        u,
+                        n,
+                        dropin_name,
+                        &content,
                     ));
+                    files.push((ours, content));
                     p.notes.push(format!(
                         "systemctl daemon-reload && systemctl restart {u}.service to give it the new LimitNOFILE"
                     ));
@@ -379,249 +398,6 @@ pub fn plan(
         });
     }
     Ok(p)
-}
-
-/// What one `apply --yes` did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Applied {
-    pub sysctls: usize,
-    pub files: Vec<String>,
-    /// `None` when there was nothing to change (no state written).
-    pub state_file: Option<String>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn same_value(a: &str, b: &str) -> bool {
-    parse_numbers(a).is_some() && parse_numbers(a) == parse_numbers(b)
-}
-
-/// Applies a plan. The rollback state is on disk before the first write; if
-/// any write fails, the ones before it are undone and the error names the key.
-pub fn apply(p: &Plan, root: &Root) -> Result<Applied, Error> {
-    let state_path = root.file(STATE_FILE);
-    if state_path.exists() {
-        return Err(Error::Usage(format!(
-            "an earlier apply is recorded in {}: run `headroom preflight rollback` first",
-            state_path.display()
-        )));
-    }
-    if p.is_empty() {
-        return Ok(Applied {
-            sysctls: 0,
-            files: vec![],
-            state_file: None,
-        });
-    }
-    let state = State {
-        schema_version: headroom_core::SCHEMA_VERSION,
-        profile: p.profile.clone(),
-        netns: p.netns.clone(),
-        applied_at_ms: now_ms(),
-        sysctls: p.sysctls.clone(),
-        files: p.files.clone(),
-        created_dirs: p.created_dirs.clone(),
-    };
-    let json = serde_json::to_string_pretty(&state).expect("state serializes");
-    if let Some(dir) = state_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    write_atomic(&state_path, &json).map_err(|e| Error::io(&state_path, e))?;
-
-    let mut done = Undo::default();
-    for c in &p.sysctls {
-        let path = root.sysctl_path(&c.key);
-        let result = root.write_sysctl(&c.key, &c.applied).and_then(|()| {
-            // The kernel may clamp or ignore a value without an error: read back.
-            let now = root.read_sysctl(&c.key)?.unwrap_or_default();
-            if same_value(&now, &c.applied) {
-                Ok(())
-            } else {
-                Err(std::io::Error::other(format!("the kernel kept {now:?}")))
-            }
-        });
-        match result {
-            Ok(()) => done.sysctls.push(c),
-            Err(e) => {
-                return Err(failed(
-                    root,
-                    &state_path,
-                    done,
-                    &c.key,
-                    &c.applied,
-                    &path,
-                    e,
-                ));
-            }
-        }
-    }
-    for d in &p.created_dirs {
-        let full = root.file(d);
-        if let Err(e) = std::fs::create_dir(&full) {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                return Err(failed(root, &state_path, done, d, "(directory)", &full, e));
-            }
-        }
-        done.dirs.push(d);
-    }
-    for f in &p.files {
-        let full = root.file(&f.path);
-        match write_atomic(&full, &f.content) {
-            Ok(()) => done.files.push(f),
-            Err(e) => return Err(failed(root, &state_path, done, &f.path, "(file)", &full, e)),
-        }
-    }
-    Ok(Applied {
-        sysctls: p.sysctls.len(),
-        files: p.files.iter().map(|f| f.path.clone()).collect(),
-        state_file: Some(state_path.display().to_string()),
-    })
-}
-
-#[derive(Default)]
-struct Undo<'a> {
-    sysctls: Vec<&'a SysctlChange>,
-    dirs: Vec<&'a String>,
-    files: Vec<&'a FileChange>,
-}
-
-/// Undoes `done` in reverse and builds the error for the write that failed.
-fn failed(
-    root: &Root,
-    state_path: &Path,
-    done: Undo,
-    key: &str,
-    value: &str,
-    path: &Path,
-    e: std::io::Error,
-) -> Error {
-    let mut errors = Vec::new();
-    for f in done.files.iter().rev() {
-        let full = root.file(&f.path);
-        let r = match &f.previous {
-            Some(prev) => write_atomic(&full, prev),
-            None => remove_if_exists(&full),
-        };
-        if let Err(e) = r {
-            errors.push(format!("{}: {e}", f.path));
-        }
-    }
-    for d in done.dirs.iter().rev() {
-        let _ = std::fs::remove_dir(root.file(d));
-    }
-    for c in done.sysctls.iter().rev() {
-        if let Err(e) = root.write_sysctl(&c.key, &c.previous) {
-            errors.push(format!("{} back to {}: {e}", c.key, c.previous));
-        }
-    }
-    let n = done.sysctls.len() + done.files.len();
-    let undo = if errors.is_empty() {
-        let _ = remove_if_exists(state_path);
-        format!("undid the {n} write(s) made before it; nothing changed")
-    } else {
-        format!(
-            "undo incomplete ({}); state kept in {} for `headroom preflight rollback`",
-            errors.join("; "),
-            state_path.display()
-        )
-    };
-    Error::Write {
-        key: key.to_string(),
-        value: value.to_string(),
-        path: path.display().to_string(),
-        reason: e.to_string(),
-        undo,
-    }
-}
-
-/// What a rollback did.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum RollbackOutcome {
-    /// No state file: nothing applied, or already rolled back.
-    Nothing,
-    Restored {
-        profile: String,
-        /// (key, value restored).
-        sysctls: Vec<(String, String)>,
-        files_removed: Vec<String>,
-        files_restored: Vec<String>,
-        notes: Vec<String>,
-    },
-}
-
-/// Restores what the recorded apply changed, then removes the state file.
-/// Safe to run twice: the second run finds no state and does nothing.
-pub fn rollback(root: &Root) -> Result<RollbackOutcome, Error> {
-    let state_path = root.file(STATE_FILE);
-    let text = match read_optional(&state_path).map_err(|e| Error::io(&state_path, e))? {
-        None => return Ok(RollbackOutcome::Nothing),
-        Some(t) => t,
-    };
-    let st_err = |message: String| Error::State {
-        path: state_path.display().to_string(),
-        message,
-    };
-    let state: State = serde_json::from_str(&text).map_err(|e| st_err(e.to_string()))?;
-    let here = root.netns();
-    if state.sysctls.iter().any(|c| c.key.starts_with("net.")) && state.netns != here {
-        return Err(st_err(format!(
-            "net.* values were applied in {}, this is {here}: run rollback in that namespace (ip netns exec ...)",
-            state.netns
-        )));
-    }
-    let mut errors = Vec::new();
-    let mut notes = Vec::new();
-    let mut restored = Vec::new();
-    for c in state.sysctls.iter().rev() {
-        let now = root.read_sysctl(&c.key).ok().flatten().unwrap_or_default();
-        if !same_value(&now, &c.applied) && !same_value(&now, &c.previous) {
-            notes.push(format!(
-                "{} was changed since apply ({} -> {}); restored to {} anyway",
-                c.key,
-                c.applied,
-                now.split_whitespace().collect::<Vec<_>>().join(" "),
-                c.previous
-            ));
-        }
-        match root.write_sysctl(&c.key, &c.previous) {
-            Ok(()) => restored.push((c.key.clone(), c.previous.clone())),
-            Err(e) => errors.push(format!("{} back to {}: {e}", c.key, c.previous)),
-        }
-    }
-    let (mut removed, mut rewritten) = (Vec::new(), Vec::new());
-    for f in state.files.iter().rev() {
-        let full = root.file(&f.path);
-        let r = match &f.previous {
-            Some(prev) => write_atomic(&full, prev).map(|()| rewritten.push(f.path.clone())),
-            None => remove_if_exists(&full).map(|()| removed.push(f.path.clone())),
-        };
-        if let Err(e) = r {
-            errors.push(format!("{}: {e}", f.path));
-        }
-    }
-    for d in state.created_dirs.iter().rev() {
-        // Only if empty: something else may have been put there since.
-        let _ = std::fs::remove_dir(root.file(d));
-    }
-    if !errors.is_empty() {
-        return Err(st_err(format!(
-            "could not restore {}; state kept, fix and run rollback again",
-            errors.join("; ")
-        )));
-    }
-    remove_if_exists(&state_path).map_err(|e| Error::io(&state_path, e))?;
-    Ok(RollbackOutcome::Restored {
-        profile: state.profile,
-        sysctls: restored,
-        files_removed: removed,
-        files_restored: rewritten,
-        notes,
-    })
 }
 
 #[cfg(test)]

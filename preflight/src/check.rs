@@ -67,6 +67,10 @@ pub struct Check {
     pub capacity_now: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capacity_fixed: Option<u64>,
+    /// What the next boot (restart, login) sets and who sets it; filled by
+    /// [`crate::boot::annotate`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<crate::boot::BootRow>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -126,7 +130,7 @@ impl Report {
     }
 }
 
-fn summarize(checks: &[Check]) -> Summary {
+pub(crate) fn summarize(checks: &[Check]) -> Summary {
     let mut s = Summary::default();
     for c in checks {
         if c.ignored {
@@ -326,6 +330,7 @@ pub fn check(profile: &Profile, r: &Readings) -> Report {
             constraint: constraint_of(key).map(str::to_string),
             capacity_now: None,
             capacity_fixed: None,
+            boot: None,
         };
         let fix = match &cur {
             None => {
@@ -405,6 +410,7 @@ pub fn check(profile: &Profile, r: &Readings) -> Report {
             constraint: Some("memory".into()),
             capacity_now: now.constraint("memory").map(|c| c.max_connections),
             capacity_fixed: None,
+            boot: None,
         });
     }
 
@@ -428,6 +434,7 @@ pub fn check(profile: &Profile, r: &Readings) -> Report {
             constraint: Some("conntrack".into()),
             capacity_now: None,
             capacity_fixed: None,
+            boot: None,
         });
     }
 
@@ -460,6 +467,7 @@ pub fn check(profile: &Profile, r: &Readings) -> Report {
         constraint: Some(applied.binding.clone()),
         capacity_now: Some(now.predicted_max_connections),
         capacity_fixed: Some(applied.predicted_max_connections),
+        boot: None,
     });
 
     let summary = summarize(&checks);
@@ -552,91 +560,11 @@ fn nofile_check(
         constraint: Some("nofile".into()),
         capacity_now: Some(now.predicted_max_connections),
         capacity_fixed: Some(predict(&fixed, cfg).predicted_max_connections),
+        boot: None,
     }
 }
 
-/// The report as an aligned table for a terminal.
-pub fn render(report: &Report) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "profile {} (target {} connections), net namespace {}, pid {}",
-        report.profile, report.target_connections, report.netns, report.pid
-    );
-    let w_name = report
-        .checks
-        .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(5);
-    let cur = |c: &Check| c.current.clone().unwrap_or_else(|| "absent".into());
-    let w_cur = report
-        .checks
-        .iter()
-        .filter(|c| c.name != "capacity")
-        .map(|c| cur(c).len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    let _ = writeln!(
-        out,
-        "{:<6} {:<w_name$} {:<w_cur$} REQUIRED",
-        "STATUS", "CHECK", "CURRENT"
-    );
-    for c in report.checks.iter().filter(|c| c.name != "capacity") {
-        let status = if c.ignored {
-            format!("({})", c.status.as_str())
-        } else {
-            c.status.as_str().to_string()
-        };
-        let mut line = format!(
-            "{status:<6} {:<w_name$} {:<w_cur$} {}",
-            c.name,
-            cur(c),
-            c.required
-        );
-        if let (Some(a), Some(b)) = (c.capacity_now, c.capacity_fixed) {
-            let unit = if c.constraint.as_deref() == Some("ephemeral-ports") {
-                " per destination"
-            } else {
-                ""
-            };
-            let _ = write!(
-                line,
-                "  [{}: {a} -> {b}{unit}]",
-                c.constraint.as_deref().unwrap_or("")
-            );
-        }
-        let _ = writeln!(out, "{}", line.trim_end());
-        if c.status != Status::Ok {
-            if let Some(r) = &c.reason {
-                let _ = writeln!(out, "{:6} {:w_name$} why: {r}", "", "");
-            }
-            if let Some(r) = &c.remedy {
-                let _ = writeln!(out, "{:6} {:w_name$} fix: {r}", "", "");
-            }
-        }
-    }
-    let _ = writeln!(
-        out,
-        "capacity: {} now (binding {}), {} with {} applied (binding {}); target {}",
-        report.now.predicted_max_connections,
-        report.now.binding,
-        report.applied.predicted_max_connections,
-        report.profile,
-        report.applied.binding,
-        report.target_connections
-    );
-    let s = report.summary;
-    let _ = write!(
-        out,
-        "{} ok, {} warn, {} fail, {} ignored",
-        s.ok, s.warn, s.fail, s.ignored
-    );
-    out
-}
+pub use crate::check_render::render;
 
 #[cfg(test)]
 mod tests {
@@ -927,7 +855,7 @@ mod tests {
         .unwrap();
         assert_eq!(rep.exit_code(), 0);
         let v = serde_json::to_value(&rep).unwrap();
-        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["schema_version"], SCHEMA_VERSION);
         assert_eq!(v["checks"][0]["ignored"], true);
         assert_eq!(v["now"]["predicted_max_connections"], 19960);
     }

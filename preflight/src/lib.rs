@@ -5,10 +5,14 @@
 //! The core is pure and file-based: every read and write goes through a
 //! [`Root`], which is `/` in production and a temp dir in tests. Each check is
 //! tied to the connection capacity it buys through `headroom_core::predict`,
-//! run on the snapshot as it is and with the profile applied.
+//! run on the snapshot as it is and with the profile applied. [`boot`]
+//! computes what the next boot sets for every key and which file sets it.
 
 pub mod apply;
+pub mod boot;
 pub mod check;
+mod check_render;
+pub mod journal;
 pub mod profile;
 pub mod readings;
 pub mod root;
@@ -54,6 +58,9 @@ pub enum Error {
     Usage(String),
     #[error("rollback state {path}: {message}")]
     State { path: String, message: String },
+    /// The next boot would take back what apply writes: nothing was written.
+    #[error("refused: the next boot would undo {}: {}; nothing written", .0.len(), .0.join("; "))]
+    Overridden(Vec<String>),
 }
 
 impl Error {

@@ -72,7 +72,10 @@ fn preflight_report(
         }
         readings.snapshot = snap;
     }
-    Ok(pf::check(profile, &readings))
+    let mut report = pf::check(profile, &readings);
+    // What the next boot sets, and who else writes these keys.
+    pf::boot::annotate(&mut report, profile, &pf::boot::verdict::read(&root, None, None));
+    Ok(report)
 }
 
 pub const CAPACITY_URI: &str = "headroom://capacity";
