@@ -201,12 +201,14 @@ pub fn fd_capacity(nofile_soft: u64, open_fds: u64, cfg: &ModelConfig) -> u64 {
 /// process's descriptor table.
 pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
     let app = snap.app.as_ref();
-    let conns = app
-        .and_then(|a| a.connections)
-        .unwrap_or_else(|| snap.connections());
     let fds_per_connection = app
         .filter(|a| a.is_known())
         .map_or(cfg.fds_per_connection, |a| a.fds_per_connection.max(1));
+    // A proxy's own upstream connections are TCP connections of its
+    // processes too: without the server's own count, clients are the TCP
+    // connections over the descriptors each client costs.
+    let app_connections = app.and_then(|a| a.connections);
+    let conns = app_connections.unwrap_or_else(|| snap.connections() / fds_per_connection);
     let fd_reserve = app.and_then(|a| a.fd_reserve).unwrap_or(cfg.fd_reserve);
     let holders = connection_holders(snap);
     let nproc = holders.len() as u64;
@@ -255,7 +257,7 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
             used,
             reserve,
             fds_per_connection,
-            holder_connections(&holders),
+            app_connections.unwrap_or(holder_connections(&holders) / fds_per_connection),
             explanation,
             &remedy,
         ));

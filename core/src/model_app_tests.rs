@@ -243,3 +243,25 @@ fn a_known_server_whose_cap_could_not_be_read_still_gets_a_prediction() {
     );
     assert!(!p.binding_constraint().unwrap().remedy.contains("serve --workers"));
 }
+
+#[test]
+fn a_tcp_proxys_upstream_connections_are_not_clients() {
+    // 100 clients and their 100 upstream connections: 200 TCP connections,
+    // 213 fds open of 1500.
+    let mut s = host(vec![process(20, "haproxy", 1500, 213, 200)]);
+    let mut a = app(
+        "haproxy",
+        vec![cap("haproxy-maxconn", "maxconn", 1000, None, 0)],
+    );
+    a.fds_per_connection = 2;
+    s.app = Some(a.clone());
+    let p = predict(&s, &ModelConfig::default());
+    assert_eq!(p.connections, 100);
+    assert_eq!(p.binding, "nofile");
+    // 100 held + (1500 - 213) / 2 = 743, as the proxy really held.
+    assert_eq!(p.predicted_max_connections, 743);
+    // The server's own count, when it gives one, is taken as it is.
+    a.connections = Some(100);
+    s.app = Some(a);
+    assert_eq!(predict(&s, &ModelConfig::default()).predicted_max_connections, 743);
+}
