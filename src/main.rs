@@ -32,6 +32,8 @@ enum Command {
     Up(cmd::up::Args),
     /// Open connections or MCP sessions against a server until it breaks, and compare with the prediction.
     Flood(cmd::flood::Args),
+    /// Ranked advice from live signals: what was seen, the remedy in its owner's terms, the capacity it buys, where to write it.
+    Advise(cmd::advise::Args),
     /// Benchmarks: memory per session, throughput, open rate.
     Bench(cmd::bench::Args),
     /// Hosts sorted by least headroom, read from Prometheus.
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Preflight(a) => cmd::preflight::run(a),
         Command::Top(a) => cmd::top::run(a),
         Command::Up(a) => cmd::up::run(a),
+        Command::Advise(a) => cmd::advise::run(a),
         Command::Flood(a) => cmd::flood::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Fleet(a) => cmd::fleet::run(a),

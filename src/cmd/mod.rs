@@ -1,6 +1,7 @@
 //! One file per subcommand: its clap `Args` and a `run` that calls the crate
 //! doing the work. Exit codes are documented in README.md.
 
+pub mod advise;
 pub mod bench;
 pub mod bench_probe;
 pub mod completions;
