@@ -182,6 +182,7 @@ pub fn run(args: Args) -> CmdResult {
             out.flush()?;
         }
         if !args.watch {
+            super::detach_after_exit(probe);
             return Ok(ExitCode::SUCCESS);
         }
         before = now;

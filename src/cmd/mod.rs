@@ -56,6 +56,40 @@ impl AppArgs {
     }
 }
 
+/// Hands the last reference to every open descriptor (the eBPF programs,
+/// links and maps among them) to a child process that closes them once
+/// this process has exited. `source` (what holds the eBPF objects) is never
+/// dropped here: its drop is the slow part. Used by every command that
+/// attaches the probe and then exits (`top`, `advise`, `probe --once`).
+pub fn detach_after_exit<T>(source: T) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: the child runs only async-signal-safe calls (setsid, open,
+    // dup2, getppid, nanosleep, _exit) before it exits; it touches no lock
+    // another thread of this process could hold.
+    unsafe {
+        if libc::fork() == 0 {
+            libc::setsid();
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            // Bounded: the parent is about to return from main.
+            for _ in 0..3000 {
+                if libc::getppid() != parent {
+                    break;
+                }
+                let ts = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 10_000_000,
+                };
+                libc::nanosleep(&ts, std::ptr::null_mut());
+            }
+            libc::_exit(0);
+        }
+    }
+    std::mem::forget(source);
+}
+
 /// A command that could not do its job (bad input, missing privilege, unknown pid).
 pub const EXIT_ERROR: u8 = 3;
 

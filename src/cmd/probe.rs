@@ -193,6 +193,7 @@ pub fn run(args: Args) -> CmdResult {
         }
         *shared.lock().expect("reading lock") = reading;
         if args.once {
+            super::detach_after_exit(watch);
             return Ok(ExitCode::SUCCESS);
         }
     }

@@ -113,43 +113,11 @@ pub fn run(args: Args) -> CmdResult {
     // kernel detach them, which takes it seconds (a grace period per
     // program); a child that outlives us does that, so the shell has its
     // prompt now.
-    detach_after_exit(source);
+    super::detach_after_exit(source);
     result?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Hands the last reference to every open descriptor (the eBPF programs,
-/// links and maps among them) to a child process that closes them once
-/// this process has exited. `source` is never dropped here: its drop is the
-/// slow part.
-fn detach_after_exit(source: Box<dyn Source>) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the child runs only async-signal-safe calls (setsid, open,
-    // dup2, getppid, nanosleep, _exit) before it exits; it touches no lock
-    // another thread of this process could hold.
-    unsafe {
-        if libc::fork() == 0 {
-            libc::setsid();
-            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-            // Bounded: the parent is about to return from main.
-            for _ in 0..3000 {
-                if libc::getppid() != parent {
-                    break;
-                }
-                let ts = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 10_000_000,
-                };
-                libc::nanosleep(&ts, std::ptr::null_mut());
-            }
-            libc::_exit(0);
-        }
-    }
-    std::mem::forget(source);
-}
 
 /// `--once`: the dashboard's content after two samples, as JSON.
 fn once(source: &mut dyn Source, options: RunOptions) -> CmdResult {
