@@ -106,7 +106,11 @@ fn subscribed(target: &str, mode: &str) -> serde_json::Value {
     let uri = listener.uri();
     assert_eq!(v["quiet_at_start"], 0, "{v}");
     let after = v["after_crossing"].as_array().unwrap();
-    assert_eq!(after.len(), 1, "exactly one notification for the crossing: {v}");
+    assert_eq!(
+        after.len(),
+        1,
+        "exactly one notification for the crossing: {v}"
+    );
     assert!(after[0][0].as_f64().unwrap() < 1.0, "told too late: {v}");
     assert_eq!(after[0][1], uri.as_str());
     if mode == "auto" {

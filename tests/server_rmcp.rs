@@ -146,7 +146,9 @@ async fn rmcp_subscriber_is_told_once_when_a_service_crosses_90_percent() {
         .subscribe(SubscribeRequestParams::new(uri.clone()))
         .await
         .expect("resources/subscribe");
-    assert!(within(&mut rx, Duration::from_millis(1500)).await.is_empty());
+    assert!(within(&mut rx, Duration::from_millis(1500))
+        .await
+        .is_empty());
     listener.open((at90 - used0 - 1) as usize);
     let end = Instant::now() + Duration::from_secs(10);
     while used(&client).await.1 != at90 - 1 {
@@ -155,13 +157,19 @@ async fn rmcp_subscriber_is_told_once_when_a_service_crosses_90_percent() {
     }
     // 70% was crossed on the way: wait until 2 s pass without a word.
     while !within(&mut rx, Duration::from_secs(2)).await.is_empty() {
-        assert!(Instant::now() < end + Duration::from_secs(10), "never quiet");
+        assert!(
+            Instant::now() < end + Duration::from_secs(10),
+            "never quiet"
+        );
     }
     let t0 = Instant::now();
     listener.open(1);
     let got = within(&mut rx, Duration::from_secs(3)).await;
     assert_eq!(got.len(), 1, "exactly one notification: {got:?}");
-    assert!(got[0].0.duration_since(t0) < Duration::from_secs(1), "{got:?}");
+    assert!(
+        got[0].0.duration_since(t0) < Duration::from_secs(1),
+        "{got:?}"
+    );
     assert_eq!(got[0].1, uri);
     client.cancel().await.unwrap();
 }

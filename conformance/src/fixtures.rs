@@ -114,6 +114,7 @@ pub fn registry() -> Registry {
     stateless_tools(&mut reg);
     resources(&mut reg);
     prompts(&mut reg);
+    crate::tasks::register(&mut reg);
     reg
 }
 

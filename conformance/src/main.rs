@@ -10,6 +10,7 @@
 //! stdout once it serves, then runs until SIGTERM/SIGINT.
 
 mod fixtures;
+mod tasks;
 
 use anyhow::Context;
 use clap::Parser;

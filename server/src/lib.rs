@@ -42,12 +42,16 @@
 //! The token (`--token-file`) travels in `params._meta["headroom/token"]`
 //! of `initialize`, or of a stateless request ([`protocol::TOKEN_META_KEY`]).
 
+pub mod advise_tool;
 pub mod capacity;
 pub mod jsonrpc;
+pub mod listen;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;
 pub mod service;
+pub mod subscriptions;
+pub mod tasks;
 pub mod tools;
 
 pub use metrics::Metrics;

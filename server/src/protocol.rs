@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 /// Initialize-era revisions, newest first.
 pub const LEGACY_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
@@ -65,6 +65,8 @@ pub struct EngineConfig {
     pub token: Option<String>,
     /// `ttlMs` on cacheable stateless results.
     pub list_ttl_ms: u64,
+    /// Resource subscriptions: bounds, pacing and change rules.
+    pub subscriptions: crate::subscriptions::SubscriptionConfig,
 }
 
 impl Default for EngineConfig {
@@ -78,6 +80,7 @@ impl Default for EngineConfig {
             max_in_flight: 16,
             token: None,
             list_ttl_ms: 0,
+            subscriptions: Default::default(),
         }
     }
 }
@@ -87,7 +90,10 @@ pub struct Engine {
     pub registry: Registry,
     pub config: EngineConfig,
     pub metrics: Option<Arc<Metrics>>,
-    updates: broadcast::Sender<Arc<str>>,
+    /// Tasks of every session (tasks extension).
+    pub tasks: Arc<crate::tasks::TaskStore>,
+    /// Resource subscriptions of every session, and their samplers.
+    pub hub: Arc<crate::subscriptions::Hub>,
     /// The initialize result of each initialize-era revision (in the order
     /// of [`LEGACY_VERSIONS`]), serialized on first use: it depends only on
     /// the revision and the configuration, and building it as a JSON tree
@@ -101,19 +107,23 @@ impl Engine {
         config: EngineConfig,
         metrics: Option<Arc<Metrics>>,
     ) -> Arc<Engine> {
+        let hub = crate::subscriptions::Hub::new(config.subscriptions.clone());
         Arc::new(Engine {
             registry,
             config,
             metrics,
-            updates: broadcast::channel(16).0,
+            tasks: Arc::new(crate::tasks::TaskStore::new(Default::default())),
+            hub,
             initialize_results: Default::default(),
         })
     }
 
     /// Tells every session subscribed to `uri` that it changed
-    /// (`notifications/resources/updated`).
+    /// (`notifications/resources/updated`, at most one per subscription per
+    /// interval). A resource a registry watcher covers is sampled now
+    /// instead, and its change rules decide.
     pub fn resource_updated(&self, uri: &str) {
-        let _ = self.updates.send(Arc::from(uri));
+        self.hub.updated(uri);
     }
 
     /// The `initialize` result for an initialize-era `version`.
@@ -170,10 +180,21 @@ impl Engine {
         if !is_stateless(version) {
             caps["logging"] = json!({});
         } else {
-            // Stateless: no resources/subscribe (subscriptions/listen replaces it).
-            caps["resources"] = json!({"listChanged": false});
+            // Stateless: subscriptions/listen replaces resources/subscribe.
+            caps["resources"] = json!({"subscribe": true, "listChanged": false});
+            if self.offers_tasks() {
+                caps["extensions"] = json!({(crate::tasks::TASKS_EXTENSION): {}});
+            }
         }
         caps
+    }
+
+    /// True when some tool may run as a task.
+    fn offers_tasks(&self) -> bool {
+        self.registry
+            .tools
+            .iter()
+            .any(|t| t.task_support != crate::tasks::TaskSupport::Forbidden)
     }
 }
 
@@ -241,24 +262,8 @@ pub struct Session {
     log_level: LogLevel,
     client_caps: Option<Arc<Value>>,
     asyncs: Option<Box<Asyncs>>,
-    subs: Option<Box<Subs>>,
-}
-
-type UpdateRecv = (
-    Result<Arc<str>, broadcast::error::RecvError>,
-    broadcast::Receiver<Arc<str>>,
-);
-
-/// Resource subscriptions of a session, allocated on the first subscribe.
-/// The pending receive is kept between polls so its wakeup is never lost.
-struct Subs {
-    uris: Vec<Arc<str>>,
-    next: Pin<Box<dyn Future<Output = UpdateRecv> + Send>>,
-}
-
-async fn recv_owned(mut rx: broadcast::Receiver<Arc<str>>) -> UpdateRecv {
-    let r = rx.recv().await;
-    (r, rx)
+    /// Resource subscriptions, allocated on the first.
+    subs: Option<Box<crate::subscriptions::SessionSubs>>,
 }
 
 type CallFuture = Pin<Box<dyn Future<Output = (u64, Result<ToolResult, Aborted>)> + Send>>;
@@ -294,8 +299,8 @@ pub struct SessionEvent(EventInner);
 enum EventInner {
     Done(u64, Result<ToolResult, Aborted>),
     Tool(ToolEvent),
-    Updated(Arc<str>),
-    Lagged,
+    /// A subscribed resource changed, or a coalesced notification is due.
+    Subs,
 }
 
 impl Session {
@@ -376,15 +381,8 @@ impl Session {
             }
         }
         if let Some(s) = &mut self.subs {
-            if let Poll::Ready((r, rx)) = s.next.as_mut().poll(cx) {
-                s.next = Box::pin(recv_owned(rx));
-                match r {
-                    Ok(uri) => return Poll::Ready(SessionEvent(EventInner::Updated(uri))),
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        return Poll::Ready(SessionEvent(EventInner::Lagged))
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {}
-                }
+            if s.poll(cx).is_ready() {
+                return Poll::Ready(SessionEvent(EventInner::Subs));
             }
         }
         Poll::Pending
@@ -402,7 +400,7 @@ impl Session {
                 | ToolEvent::Request { key, .. }
                 | ToolEvent::CloseStream { key },
             ) => *key,
-            EventInner::Updated(_) | EventInner::Lagged => return None,
+            EventInner::Subs => return None,
         };
         self.find_inflight(key).map(|f| &*f.id)
     }
@@ -504,27 +502,9 @@ impl Session {
                 let a = self.asyncs.as_mut().expect("in flight implies asyncs");
                 a.stream_closes.push(id);
             }
-            EventInner::Updated(uri) => {
-                if self.subs.as_ref().is_some_and(|s| s.uris.contains(&uri)) {
-                    jsonrpc::write_notification(
-                        out,
-                        "notifications/resources/updated",
-                        &json!({"uri": &*uri}),
-                    );
-                }
-            }
-            EventInner::Lagged => {
-                let uris = self
-                    .subs
-                    .as_ref()
-                    .map(|s| s.uris.clone())
-                    .unwrap_or_default();
-                for uri in uris {
-                    jsonrpc::write_notification(
-                        out,
-                        "notifications/resources/updated",
-                        &json!({"uri": &*uri}),
-                    );
+            EventInner::Subs => {
+                if let Some(s) = &mut self.subs {
+                    s.deliver(out);
                 }
             }
         }
@@ -609,6 +589,12 @@ impl Session {
             if let Some(i) = a.inflight.iter().position(|f| f.id.get() == rid) {
                 // The spec: no response for a cancelled request.
                 a.inflight.swap_remove(i).abort.abort();
+            }
+        }
+        // A subscriptions/listen ends when it is cancelled.
+        if let Some(s) = &mut self.subs {
+            if s.remove_listen(&rid) && s.is_empty() {
+                self.subs = None;
             }
         }
     }
@@ -709,9 +695,17 @@ impl Session {
             ("resources/read", _) => self.read(&p, mode),
             ("resources/subscribe", false) => self.subscribe(&p, true),
             ("resources/unsubscribe", false) => self.subscribe(&p, false),
+            ("subscriptions/listen", true) => return self.listen(id, &p, mode, out),
             ("prompts/list", _) => self.list(&p, mode, "prompts"),
             ("prompts/get", _) => self.prompt(&p),
             ("completion/complete", _) => self.complete(&p),
+            (m, _) if crate::tasks::is_task_method(m) => {
+                if crate::tasks::declared(&self.request_caps(&p, mode)) {
+                    self.engine.tasks.request(m, &p)
+                } else {
+                    Err(crate::tasks::missing_extension(m))
+                }
+            }
             ("logging/setLevel", false) => match p.get("level").and_then(Value::as_str).and_then(LogLevel::parse) {
                 Some(l) => {
                     self.log_level = l;
@@ -899,29 +893,69 @@ impl Session {
             .get("uri")
             .and_then(Value::as_str)
             .ok_or_else(|| RpcError::invalid_params("needs params.uri"))?;
-        if self.engine.registry.find_resource(uri).is_none() {
-            return Err(RpcError::new(
-                jsonrpc::RESOURCE_NOT_FOUND,
-                format!("resource not found: {uri}"),
-            ));
-        }
         if on {
-            let s = self.subs.get_or_insert_with(|| {
-                Box::new(Subs {
-                    uris: Vec::new(),
-                    next: Box::pin(recv_owned(self.engine.updates.subscribe())),
-                })
-            });
-            if !s.uris.iter().any(|u| &**u == uri) {
-                s.uris.push(Arc::from(uri));
-            }
+            crate::listen::subscribable(&self.engine.registry, uri, jsonrpc::RESOURCE_NOT_FOUND)?;
+            self.add_subscription(uri, None)?;
         } else if let Some(s) = &mut self.subs {
-            s.uris.retain(|u| &**u != uri);
-            if s.uris.is_empty() {
+            s.remove_uri(uri);
+            if s.is_empty() {
                 self.subs = None;
             }
         }
         Ok(Map::new())
+    }
+
+    /// Subscribes this session to `uri` (`listen`: for that
+    /// `subscriptions/listen` request).
+    fn add_subscription(&mut self, uri: &str, listen: Option<&RawValue>) -> Result<(), RpcError> {
+        let engine = self.engine.clone();
+        let s = self.subs.get_or_insert_with(|| {
+            Box::new(crate::subscriptions::SessionSubs::new(engine.hub.clone()))
+        });
+        let r = s.add(uri, listen, || engine.registry.watcher(uri));
+        if s.is_empty() {
+            self.subs = None;
+        }
+        r
+    }
+
+    /// `subscriptions/listen` (2026-07-28): acknowledged now, answered only
+    /// when the server ends it; cancelled by the client (or the transport closing).
+    fn listen(&mut self, id: &RawValue, p: &Args, mode: Mode, out: &mut Vec<u8>) -> Flow {
+        let caps = self.request_caps(p, mode);
+        let held = self.subs.as_ref().map_or(0, |s| s.len());
+        let plan = crate::listen::plan(&self.engine, p, &caps, id, held, self.has_listen(id));
+        let accepted = match plan {
+            Ok(a) => a,
+            Err(e) => {
+                self.rpc_error(out, id, &e);
+                return Flow::Continue;
+            }
+        };
+        for uri in &accepted {
+            if let Err(e) = self.add_subscription(uri, Some(id)) {
+                if let Some(s) = &mut self.subs {
+                    s.remove_listen(id.get());
+                    if s.is_empty() {
+                        self.subs = None;
+                    }
+                }
+                self.rpc_error(out, id, &e);
+                return Flow::Continue;
+            }
+        }
+        crate::listen::acknowledge(out, id, &accepted);
+        Flow::Continue
+    }
+
+    fn has_listen(&self, id: &RawValue) -> bool {
+        self.subs.as_ref().is_some_and(|s| s.has_listen(id.get()))
+    }
+
+    /// True while the session holds a resource subscription: a subscriber
+    /// waits quietly, so transports do not count it idle.
+    pub fn subscribed(&self) -> bool {
+        self.subs.is_some()
     }
 
     fn prompt(&self, p: &Args) -> Result<Map<String, Value>, RpcError> {
@@ -1030,17 +1064,7 @@ impl Session {
             }
         };
         let meta = p.get("_meta").and_then(Value::as_object);
-        let caps = if mode.stateless {
-            Arc::new(
-                meta.and_then(|m| m.get(CLIENT_CAPABILITIES_KEY))
-                    .cloned()
-                    .unwrap_or(json!({})),
-            )
-        } else {
-            self.client_caps
-                .clone()
-                .unwrap_or_else(|| Arc::new(json!({})))
-        };
+        let caps = self.request_caps(p, mode);
         if let Some(req) = tool.requires {
             if mode.stateless && caps.get(req).is_none() {
                 let e = RpcError::new(
@@ -1052,6 +1076,42 @@ impl Session {
                 return Flow::Continue;
             }
         }
+        let as_task = tool.task_support != crate::tasks::TaskSupport::Forbidden
+            && tool.is_async
+            && crate::tasks::declared(&caps);
+        if tool.task_support == crate::tasks::TaskSupport::Required && !as_task {
+            self.rpc_error(
+                out,
+                id,
+                &crate::tasks::missing_extension(&format!("tool {name}")),
+            );
+            return Flow::Continue;
+        }
+        if as_task {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let ctx = ToolCtx {
+                key: 0,
+                protocol_version: mode.version,
+                client_capabilities: caps,
+                has_progress_token: false,
+                events: Some(tx),
+                stateless: mode.stateless,
+                continuation,
+                task: true,
+            };
+            match (tool.handler)(args, ctx) {
+                ToolFuture::Ready(r) => self.write_tool_result(out, id, mode, r),
+                ToolFuture::Pending(fut) => {
+                    let shape =
+                        Box::new(move |r: ToolResult| r.map(|o| shape_tool_output(o, mode)));
+                    match self.engine.tasks.create(fut, rx, shape) {
+                        Ok(r) => self.write_ok(out, id, "tools/call", mode, r),
+                        Err(e) => self.rpc_error(out, id, &e),
+                    }
+                }
+            }
+            return Flow::Continue;
+        }
         let progress_token = meta.and_then(|m| m.get("progressToken")).cloned();
         if !tool.is_async {
             let ctx = ToolCtx {
@@ -1062,6 +1122,7 @@ impl Session {
                 events: None,
                 stateless: mode.stateless,
                 continuation,
+                task: false,
             };
             match (tool.handler)(args, ctx) {
                 ToolFuture::Ready(r) => self.write_tool_result(out, id, mode, r),
@@ -1121,6 +1182,7 @@ impl Session {
             events: Some(a.tx.clone()),
             stateless: mode.stateless,
             continuation,
+            task: false,
         };
         let fut = match (tool.handler)(args, ctx) {
             ToolFuture::Ready(r) => {
@@ -1142,6 +1204,24 @@ impl Session {
             started: Instant::now(),
         });
         Flow::Continue
+    }
+
+    /// The client capabilities a request is served with: its `_meta`'s
+    /// (2026-07-28, or an initialize-era request that carries them), else the
+    /// session's from `initialize`.
+    fn request_caps(&self, p: &Args, mode: Mode) -> Arc<Value> {
+        let per_request = p
+            .get("_meta")
+            .and_then(|m| m.get(CLIENT_CAPABILITIES_KEY))
+            .cloned();
+        match per_request {
+            Some(c) => Arc::new(c),
+            None if mode.stateless => Arc::new(json!({})),
+            None => self
+                .client_caps
+                .clone()
+                .unwrap_or_else(|| Arc::new(json!({}))),
+        }
     }
 
     fn write_tool_result(&self, out: &mut Vec<u8>, id: &RawValue, mode: Mode, r: ToolResult) {

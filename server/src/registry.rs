@@ -160,6 +160,9 @@ pub struct ToolCtx {
     /// 2026-07-28 input-required continuation: the request's
     /// `inputResponses` and `requestState`, when it carried either.
     pub(crate) continuation: Option<Arc<Args>>,
+    /// The call runs as a task (tasks extension): server-to-client requests
+    /// become the task's `inputRequests`, in either era.
+    pub(crate) task: bool,
 }
 
 impl ToolCtx {
@@ -173,6 +176,7 @@ impl ToolCtx {
             events: None,
             stateless: false,
             continuation: None,
+            task: false,
         }
     }
     /// The `inputResponses` of a request retried after an input-required
@@ -198,6 +202,10 @@ impl ToolCtx {
     /// The revision this call is served under.
     pub fn protocol_version(&self) -> &'static str {
         self.protocol_version
+    }
+    /// True when the call runs as a task (tasks extension).
+    pub fn is_task(&self) -> bool {
+        self.task
     }
     /// True for a 2026-07-28 (stateless) request.
     pub fn stateless(&self) -> bool {
@@ -235,9 +243,15 @@ impl ToolCtx {
         }
     }
     /// A server-to-client request (sampling/createMessage, elicitation/create,
-    /// roots/list). Initialize era only: the stateless era has none.
+    /// roots/list). Initialize era only: the stateless era has none, except
+    /// in a task, where the request waits in the task's `inputRequests`
+    /// until `tasks/update` answers it.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, RpcError> {
-        let Some(tx) = self.events.as_ref().filter(|_| !self.stateless) else {
+        let Some(tx) = self
+            .events
+            .as_ref()
+            .filter(|_| !self.stateless || self.task)
+        else {
             return Err(RpcError::new(
                 crate::jsonrpc::INTERNAL_ERROR,
                 "server-to-client requests need an initialize-era session",
@@ -264,6 +278,8 @@ type PromptParamsFn = dyn Fn(&Args, &Args) -> Result<Value, RpcError> + Send + S
 type CompleteFn = dyn Fn(&str, &str) -> Vec<String> + Send + Sync;
 type FallbackFn = dyn Fn(&str) -> Option<Result<Vec<Value>, RpcError>> + Send + Sync;
 type TemplateCompleteFn = dyn Fn(&str, &str, &str) -> Vec<String> + Send + Sync;
+/// A watcher: for a URI it covers, a fresh sampler of that resource.
+type WatchFn = dyn Fn(&str) -> Option<crate::subscriptions::Observe> + Send + Sync;
 
 /// A tool: its `tools/list` entry and its handler.
 pub struct Tool {
@@ -275,6 +291,8 @@ pub struct Tool {
     pub is_async: bool,
     /// Client capability the tool needs (2026-07-28: -32021 when undeclared).
     pub requires: Option<&'static str>,
+    /// Whether a call may run as a task (tasks extension); see [`crate::tasks`].
+    pub task_support: crate::tasks::TaskSupport,
     pub handler: Box<ToolFn>,
 }
 
@@ -310,6 +328,9 @@ pub struct Registry {
     pub resource_fallback: Option<Box<FallbackFn>>,
     /// Completion for resource-template arguments: (template uri, argument, prefix).
     pub template_complete: Option<Box<TemplateCompleteFn>>,
+    /// Samplers of subscribable resources whose changes the engine detects
+    /// itself ([`crate::subscriptions`]): the first watcher that covers a URI.
+    pub watchers: Vec<Box<WatchFn>>,
 }
 
 impl Registry {
@@ -361,6 +382,7 @@ impl Registry {
             definition,
             is_async,
             requires: None,
+            task_support: Default::default(),
             handler,
         });
         self.tools.last_mut().expect("just pushed")
@@ -400,6 +422,19 @@ impl Registry {
     }
     pub fn find_resource(&self, uri: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.uri == uri)
+    }
+    /// Watches resources: `watch(uri)` gives a sampler for each URI it
+    /// covers (`None` for the others). One sampler runs per subscribed URI,
+    /// shared by all its subscribers.
+    pub fn watch(
+        &mut self,
+        watch: impl Fn(&str) -> Option<crate::subscriptions::Observe> + Send + Sync + 'static,
+    ) {
+        self.watchers.push(Box::new(watch));
+    }
+    /// A sampler for `uri`, from the first watcher that covers it.
+    pub fn watcher(&self, uri: &str) -> Option<crate::subscriptions::Observe> {
+        self.watchers.iter().find_map(|w| w(uri))
     }
     pub fn find_prompt(&self, name: &str) -> Option<&Prompt> {
         self.prompts.iter().find(|p| p.name == name)

@@ -76,6 +76,55 @@ pub fn read_port_resource(uri: &str) -> Option<Result<Vec<Value>, RpcError>> {
     })
 }
 
+/// The port of a `headroom://port/N` URI.
+pub fn port_of(uri: &str) -> Option<u16> {
+    uri.strip_prefix("headroom://port/")?
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+}
+
+/// How long a sampler reuses what it learnt of the application (its own
+/// caps: maxclients, worker_connections) before asking it again.
+const APP_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The sampler behind subscriptions to `headroom://port/N`: a polled
+/// snapshot of the processes on the port (a full pass each time, the same
+/// count `resources/read` gives: the incremental pass's connection count is
+/// an estimate, exact only for a server that counts its own), the
+/// application inspected at the first sample, when the processes change and
+/// once a minute (inspecting may read its files or talk to it), the model.
+/// `None` while nothing listens on the port.
+pub fn port_sampler(port: u16) -> crate::subscriptions::Observe {
+    let target = Target::Port(port);
+    let mut poll = headroom_probe::poll::PollSource::new();
+    let mut app: Option<(headroom_core::AppInfo, Vec<u32>, std::time::Instant)> = None;
+    Box::new(move || {
+        let mut snap = poll.snapshot(&target).ok()?;
+        let pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
+        if pids.is_empty() {
+            return None;
+        }
+        let stale = app
+            .as_ref()
+            .is_none_or(|(_, seen, at)| *seen != pids || at.elapsed() >= APP_FRESH);
+        if stale {
+            let opts = headroom_apps::Options {
+                redis_password: std::env::var("HEADROOM_REDIS_PASSWORD").ok(),
+                ..Default::default()
+            };
+            app = Some((
+                headroom_apps::inspect(&snap, &opts),
+                pids.clone(),
+                std::time::Instant::now(),
+            ));
+        }
+        snap.app = app.as_ref().map(|(a, _, _)| a.clone());
+        let p = predict(&snap, &ModelConfig::default());
+        Some(crate::subscriptions::Observation::from_prediction(&p, pids))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

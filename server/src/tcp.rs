@@ -701,7 +701,7 @@ async fn connection(stream: TcpStream, shared: &Shared, local: &Local) {
                         &format!("incomplete message for {max}s (line timeout); closing"));
                     closing = true;
                     session.abort_all();
-                } else if session.in_flight() == 0 && out.is_empty() && now - last_read >= lim.idle_timeout {
+                } else if session.in_flight() == 0 && !session.subscribed() && out.is_empty() && now - last_read >= lim.idle_timeout {
                     let max = lim.idle_timeout.as_secs();
                     limit_error(&mut out, shared, "idle-timeout", max,
                         &format!("no message for {max}s (idle timeout); closing"));

@@ -225,6 +225,8 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
         },
     );
 
+    crate::advise_tool::register(&mut reg);
+
     reg.tool(
         json!({
             "name": "listeners",
@@ -357,6 +359,24 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
         "mimeType": "application/json"
     }));
     reg.resource_fallback = Some(Box::new(crate::service::read_port_resource));
+    // Subscriptions: one shared sampler per subscribed resource, whose
+    // change rules decide what is news (crate::subscriptions).
+    let st = state.clone();
+    reg.watch(move |uri| {
+        if uri == CAPACITY_URI {
+            let st = st.clone();
+            let mut sampler = capacity::Sampler::new();
+            return Some(Box::new(move || {
+                let (_, p) = sampler.capacity(st.connections());
+                let pid = std::process::id();
+                Some(crate::subscriptions::Observation::from_prediction(
+                    &p,
+                    vec![pid],
+                ))
+            }));
+        }
+        crate::service::port_of(uri).map(crate::service::port_sampler)
+    });
     for p in profiles.iter() {
         // The profile with its `extends` chain resolved, as JSON.
         let text = serde_json::to_string_pretty(&p.profile).unwrap_or_default();

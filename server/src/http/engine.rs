@@ -136,6 +136,9 @@ struct PeekParams<'a> {
 struct PeekMeta<'a> {
     #[serde(rename = "progressToken", borrow)]
     progress_token: Option<&'a RawValue>,
+    /// A `subscriptions/listen` notification names its listen request.
+    #[serde(rename = "io.modelcontextprotocol/subscriptionId", borrow)]
+    subscription: Option<&'a RawValue>,
 }
 
 struct Pending {
@@ -210,8 +213,17 @@ async fn route(out: &[u8], pending: &mut Vec<Pending>, unrelated: &Sink, owner: 
                 }
             }
             (Some(method), _) => {
+                let listen = peek
+                    .params
+                    .as_ref()
+                    .and_then(|p| p.meta.as_ref())
+                    .and_then(|m| m.subscription)
+                    .map(|s| s.get());
                 let token = peek.params.and_then(|p| p.progress_token).map(|t| t.get());
-                let target = if let Some(owner) = owner.filter(|_| {
+                let target = if let Some(listen) = listen {
+                    // The listen request's own stream (its SSE response).
+                    pending.iter().find(|p| p.id == listen)
+                } else if let Some(owner) = owner.filter(|_| {
                     method != "notifications/resources/updated"
                         && !method.ends_with("/list_changed")
                 }) {

@@ -458,6 +458,8 @@ struct PeekParams<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(borrow)]
     uri: Option<Cow<'a, str>>,
+    #[serde(rename = "taskId", borrow)]
+    task_id: Option<Cow<'a, str>>,
     #[serde(borrow)]
     arguments: Option<&'a RawValue>,
     #[serde(rename = "_meta", borrow)]
@@ -603,6 +605,8 @@ fn check_stateless_headers(
     let named = match method {
         "tools/call" | "prompts/get" => params.name.as_deref(),
         "resources/read" => params.uri.as_deref(),
+        // SEP-2663: task methods route on the task id.
+        "tasks/get" | "tasks/update" | "tasks/cancel" => params.task_id.as_deref(),
         _ => None,
     };
     if let Some(name) = named {
@@ -923,23 +927,39 @@ async fn answer(
             }
             let stream_session = session.clone();
             let loose = live_tx.clone();
+            let gone = live_tx.clone();
             drop(live_tx);
+            // False once a stream without a session (stateless: nothing to
+            // resume from) has lost its reader, or its reader fell behind:
+            // the request is dropped then (a subscriptions/listen ends).
             let deliver = move |out: Option<Outbound>| match (out, &stream_session, stream_no) {
-                (Some(Outbound::Message(data)), Some(s), Some(n)) => s.push(n, &data),
-                (Some(Outbound::Message(data)), _, _) => {
-                    let _ = loose.try_send(session::sse_event("0-1", &data));
+                (Some(Outbound::Message(data)), Some(s), Some(n)) => {
+                    s.push(n, &data);
+                    true
                 }
-                (Some(Outbound::CloseStream), Some(s), Some(n)) => s.detach(n),
-                _ => {}
+                (Some(Outbound::Message(data)), _, _) => {
+                    loose.try_send(session::sse_event("0-1", &data)).is_ok()
+                }
+                (Some(Outbound::CloseStream), Some(s), Some(n)) => {
+                    s.detach(n);
+                    true
+                }
+                _ => true,
             };
+            let sessionless = stream_no.is_none();
             tokio::spawn(async move {
-                deliver(first_out);
+                if !deliver(first_out) && sessionless {
+                    return;
+                }
                 let reply = match early_reply {
                     Some(reply) => reply,
                     None => loop {
                         tokio::select! {
                             reply = &mut work => break reply,
-                            out = rx.recv() => deliver(out),
+                            out = rx.recv() => if !deliver(out) && sessionless {
+                                return;
+                            },
+                            _ = gone.closed(), if sessionless => return,
                         }
                     },
                 };
