@@ -212,3 +212,118 @@ fn an_unknown_server_says_kernel_limits_only() {
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("application limit unknown for"));
 }
+
+#[test]
+fn nginx_worker_connections_bind_counting_only_the_workers() {
+    if !require_root("nginx_worker_connections_bind_counting_only_the_workers") {
+        return;
+    }
+    let r = real::nginx::nginx(2, 512, None);
+    let doc = status_of(&r);
+    assert_eq!(doc["app"]["kind"], "nginx", "{}", doc["app"]);
+    assert_eq!(doc["binding"], "nginx-worker-connections", "{doc}");
+    // Per worker: 512 slots less a listener, the channel and the 512/16 it
+    // keeps free by closing idle keep-alive connections.
+    assert_eq!(u(&doc["predicted_max_connections"]), 2 * (512 - 1 - 1 - 32));
+    let workers = real::nginx::nginx_workers(&r);
+    assert_eq!(workers.len(), 2);
+    let mut holders: Vec<u64> = doc["app"]["connection_pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(u)
+        .collect();
+    holders.sort_unstable();
+    let mut want: Vec<u64> = workers.iter().map(|p| u64::from(*p)).collect();
+    want.sort_unstable();
+    assert_eq!(holders, want, "the master holds no client connection");
+    assert_eq!(doc["app"]["at_cap"], "closes-idle");
+}
+
+#[test]
+fn nginx_with_a_low_worker_rlimit_nofile_is_bound_by_nofile() {
+    if !require_root("nginx_with_a_low_worker_rlimit_nofile_is_bound_by_nofile") {
+        return;
+    }
+    let r = real::nginx::nginx(2, 512, Some(300));
+    let doc = status_of(&r);
+    assert_eq!(doc["binding"], "nofile", "{doc}");
+    let n = doc["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "nofile")
+        .unwrap();
+    // Two workers of 300 each; the master's table is not counted.
+    assert_eq!(u(&n["limit"]), 600);
+    assert_eq!(u(&doc["predicted_max_connections"]), 600 - u(&n["used"]));
+}
+
+#[test]
+fn postgres_max_connections_bind_with_the_superuser_reserve() {
+    if !require_root("postgres_max_connections_bind_with_the_superuser_reserve") {
+        return;
+    }
+    let r = real::postgres::postgres(100, None);
+    let doc = status_of(&r);
+    assert_eq!(doc["app"]["kind"], "postgres", "{}", doc["app"]);
+    assert_eq!(doc["binding"], "postgres-max-connections", "{doc}");
+    // Ordinary roles: 100 less superuser_reserved_connections 3.
+    assert_eq!(u(&doc["predicted_max_connections"]), 97);
+    let c = cap(&doc, "postgres-max-connections");
+    assert_eq!((u(&c["limit"]), u(&c["reserve"])), (100, 3));
+    assert!(doc["app"]["process_per_connection"].as_bool().unwrap());
+    let no_nofile = doc["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["name"] != "nofile");
+    assert!(no_nofile, "a backend per connection: no shared fd table");
+}
+
+#[test]
+fn postgres_under_a_low_nproc_is_bound_by_its_users_processes() {
+    if !require_root("postgres_under_a_low_nproc_is_bound_by_its_users_processes") {
+        return;
+    }
+    let r = real::postgres::postgres(100, Some(12));
+    // Background workers come and go: take the reading whose task count
+    // did not change while status ran.
+    for _ in 0..10 {
+        let before = real::postgres::postgres_tasks();
+        let doc = status_of(&r);
+        if real::postgres::postgres_tasks() != before {
+            continue;
+        }
+        assert_eq!(doc["binding"], "nproc", "{doc}");
+        assert_eq!(u(&doc["predicted_max_connections"]), 12 - before);
+        return;
+    }
+    panic!("the postgres user's task count never held still");
+}
+
+#[test]
+fn the_erlang_vm_is_bound_by_its_port_table() {
+    if !require_root("the_erlang_vm_is_bound_by_its_port_table") {
+        return;
+    }
+    let r = real::beam::beam(1024, None);
+    let doc = status_of(&r);
+    assert_eq!(doc["app"]["kind"], "beam", "{}", doc["app"]);
+    assert_eq!(doc["binding"], "beam-ports", "{doc}");
+    // 1024 ports less stdio (2), the forker and the listener.
+    assert_eq!(u(&doc["predicted_max_connections"]), 1020);
+    assert_eq!(cap(&doc, "beam-ports")["source"], "command-line");
+}
+
+#[test]
+fn the_erlang_vm_under_a_low_nofile_is_bound_by_nofile() {
+    if !require_root("the_erlang_vm_under_a_low_nofile_is_bound_by_nofile") {
+        return;
+    }
+    let r = real::beam::beam(0, Some(300));
+    let doc = status_of(&r);
+    assert_eq!(doc["binding"], "nofile", "{doc}");
+    let open = u(&doc["snapshot"]["processes"][0]["open_fds"]);
+    assert_eq!(u(&doc["predicted_max_connections"]), 300 - open);
+}
