@@ -21,6 +21,11 @@ pub struct ModelConfig {
     pub fds_per_connection: u64,
     /// Cost of a connection when the snapshot carries no measured figure.
     pub default_memory_per_connection: MemoryPerConnection,
+    /// The client's end of every connection is on this host too (a flood
+    /// over loopback): host-wide tables charge both ends, a file handle and
+    /// kernel socket memory each.
+    #[serde(default)]
+    pub client_on_host: bool,
 }
 
 impl Default for ModelConfig {
@@ -35,7 +40,9 @@ impl Default for ModelConfig {
                 process_bytes: 4096,
                 kernel_bytes: 2048,
                 measured: false,
+                buffer_bytes: None,
             },
+            client_on_host: false,
         }
     }
 }
@@ -263,7 +270,16 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
         ));
     }
 
-    // System-wide file handles.
+    // Both ends of a loopback flood draw from the host's tables.
+    let ends_on_host = u64::from(cfg.client_on_host);
+    let both = if cfg.client_on_host {
+        "; both ends on this host: the client's sockets count too"
+    } else {
+        ""
+    };
+
+    // System-wide file handles (processes with CAP_SYS_ADMIN are exempt:
+    // the kernel lets them past fs.file-max).
     if snap.system.file_max > 0 {
         cs.push(constraint(
             "file-max",
@@ -272,10 +288,10 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
             snap.system.file_max,
             snap.system.file_nr_allocated,
             0,
-            fds_per_connection,
+            fds_per_connection + ends_on_host,
             conns,
             format!(
-                "fs.file-max {}: {} file handles allocated host-wide",
+                "fs.file-max {}: {} file handles allocated host-wide{both}",
                 snap.system.file_max, snap.system.file_nr_allocated
             ),
             "sysctl -w fs.file-max=N (headroom preflight apply --profile c100k)",
@@ -300,14 +316,14 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
                 .mem_total_bytes
                 .saturating_sub(snap.system.mem_available_bytes),
             0,
-            mem.total(),
+            mem.total() + ends_on_host * mem.kernel_bytes,
             conns,
             format!(
-                "MemAvailable {} at {} B per connection ({} process + {} kernel, {how})",
+                "MemAvailable {} at {} B per connection ({} process + {} kernel, {how}){both}",
                 fmt_bytes(snap.system.mem_available_bytes),
-                mem.total(),
+                mem.total() + ends_on_host * mem.kernel_bytes,
                 mem.process_bytes,
-                mem.kernel_bytes
+                mem.kernel_bytes * (1 + ends_on_host)
             ),
             "add memory, or lower the per-connection cost (buffers, per-session state)",
         ));
@@ -367,21 +383,31 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
     }
 
     // tcp_mem: past `max` pages the kernel drops and refuses socket memory.
+    // It counts socket buffers, not slab: the measured buffer share of a
+    // connection where known (an idle one holds a fraction of a page), else
+    // the whole kernel cost rounded up to a page, as before it was measured.
     if let (Some((_, _, max)), Some(used)) =
         (snap.system.tcp_mem_pages, snap.system.tcp_mem_used_pages)
     {
         let page = snap.system.page_size.max(1);
+        let (per, how_buf) = match mem.buffer_bytes {
+            Some(b) => (b.max(1), "measured"),
+            None => (mem.kernel_bytes.div_ceil(page) * page, "assumed"),
+        };
         if mem.kernel_bytes > 0 {
             cs.push(constraint(
                 "tcp-mem",
                 Scope::System,
-                "pages",
-                max,
-                used,
+                "bytes",
+                max * page,
+                used * page,
                 0,
-                mem.kernel_bytes.div_ceil(page),
+                per * (1 + ends_on_host),
                 conns,
-                format!("net.ipv4.tcp_mem max {max} pages: {used} pages of socket buffers in use"),
+                format!(
+                    "net.ipv4.tcp_mem max {max} pages: {used} pages of socket buffers in use, {} B per connection ({how_buf}){both}",
+                    per * (1 + ends_on_host)
+                ),
                 "sysctl -w net.ipv4.tcp_mem='MIN PRESSURE MAX' with a larger MAX",
             ));
         }
@@ -669,6 +695,7 @@ mod tests {
             process_bytes: 8192,
             kernel_bytes: 2048,
             measured: true,
+            buffer_bytes: None,
         });
         let p = predict(&s, &ModelConfig::default());
         assert_eq!(p.binding, "memory");
@@ -719,6 +746,62 @@ mod tests {
         assert_eq!(p.binding, "tcp-mem");
         // 10 pages left, 1 page per connection at 2048 kernel bytes.
         assert_eq!(p.predicted_max_connections, 1010);
+        let c = p.binding_constraint().unwrap();
+        assert_eq!((c.unit.as_str(), c.limit, c.used), ("bytes", 300 * 4096, 290 * 4096));
+    }
+
+    #[test]
+    fn tcp_mem_counts_measured_buffers_not_slab() {
+        let mut s = host();
+        s.system.tcp_mem_pages = Some((100, 200, 300));
+        s.system.tcp_mem_used_pages = Some(290);
+        s.memory_per_connection = Some(MemoryPerConnection {
+            process_bytes: 4096,
+            kernel_bytes: 2400 + 512,
+            measured: false,
+            buffer_bytes: Some(512),
+        });
+        let p = predict(&s, &ModelConfig::default());
+        let c = p.constraint("tcp-mem").unwrap();
+        // 10 pages left at 512 B a connection: 80 more.
+        assert_eq!((c.per_connection, c.headroom_connections), (512, 80));
+        assert_eq!(p.predicted_max_connections, 1080);
+    }
+
+    #[test]
+    fn both_ends_on_this_host_charge_the_host_tables_twice() {
+        let mut s = host();
+        s.system.file_max = 100_000;
+        s.system.file_nr_allocated = 4000;
+        s.system.tcp_mem_pages = Some((100, 200, 100_000));
+        s.system.tcp_mem_used_pages = Some(0);
+        s.memory_per_connection = Some(MemoryPerConnection {
+            process_bytes: 1600,
+            kernel_bytes: 2400,
+            measured: true,
+            buffer_bytes: Some(1024),
+        });
+        let alone = predict(&s, &ModelConfig::default());
+        let cfg = ModelConfig {
+            client_on_host: true,
+            ..ModelConfig::default()
+        };
+        let both = predict(&s, &cfg);
+        let f = both.constraint("file-max").unwrap();
+        assert_eq!(f.per_connection, 2);
+        assert_eq!(f.max_connections, 1000 + 96_000 / 2);
+        assert_eq!(alone.constraint("file-max").unwrap().max_connections, 97_000);
+        assert!(f.explanation.contains("both ends on this host"), "{}", f.explanation);
+        let m = both.constraint("memory").unwrap();
+        assert_eq!(m.per_connection, 1600 + 2 * 2400);
+        let t = both.constraint("tcp-mem").unwrap();
+        assert_eq!(t.per_connection, 2048);
+        assert_eq!(t.headroom_connections, 100_000 * 4096 / 2048);
+        // Per-process limits of the server are not the client's.
+        assert_eq!(
+            both.constraint("nofile").unwrap().max_connections,
+            alone.constraint("nofile").unwrap().max_connections
+        );
     }
 
     #[test]

@@ -188,6 +188,11 @@ pub struct MemoryPerConnection {
     pub kernel_bytes: u64,
     /// `measured` from this process, or `configured` by the operator/default.
     pub measured: bool,
+    /// The part of `kernel_bytes` that is socket buffer memory (what
+    /// net.ipv4.tcp_mem counts: /proc/net/sockstat `mem` over TCP sockets),
+    /// when measured; the rest is slab. `None`: not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer_bytes: Option<u64>,
 }
 
 impl MemoryPerConnection {

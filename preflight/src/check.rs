@@ -302,6 +302,7 @@ pub fn check(profile: &Profile, r: &Readings) -> Report {
             process_bytes: m.bytes_per_connection - kernel,
             kernel_bytes: kernel,
             measured: false,
+            buffer_bytes: None,
         });
     }
     let now = predict(&base, &cfg);

@@ -256,6 +256,7 @@ impl PollSource {
             kernel_bytes: k.bytes_per_connection,
             // The process side is configured, not measured: say so.
             measured: false,
+            buffer_bytes: k.buffer_bytes,
         })
     }
 
