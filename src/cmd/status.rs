@@ -481,7 +481,7 @@ mod tests {
             snapshot: &s,
         };
         let v = serde_json::to_value(&doc).unwrap();
-        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["schema_version"], 2);
         assert_eq!(v["source"], "poll");
         assert_eq!(v["target"], serde_json::json!({"pid": 7}));
         assert_eq!(v["predicted_max_connections"], 19963);
