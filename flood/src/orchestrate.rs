@@ -4,12 +4,20 @@
 //!
 //! Protocol on each worker's pipes, one JSON document per line: the worker
 //! writes its open-phase [`WorkerReport`], waits for `go` on stdin (sent once
-//! every worker has opened and the hold time has passed), then writes its
-//! final report and exits.
+//! every worker has opened and the hold time has passed), writes its final
+//! report, and holds its connections until stdin closes (once the
+//! orchestrator has read the server's accept queue at the end), then exits.
+//!
+//! Meanwhile the orchestrator, which knows the target, watches the server
+//! through an [`Observer`]: the listener's accept queue every 100 ms of the
+//! open phase, when it ends (the breaking point: every connection is still
+//! held) and at the end, and whether a server process's descriptor table is
+//! full.
 
-use crate::report::{FloodReport, WorkerReport};
-use crate::spec::{self, Mode, TargetError, WorkerSpec};
-use std::io::{self, BufRead, BufReader, Write};
+use crate::report::WorkerReport;
+use crate::spec::{self, Mode, ProtoOptions, TargetError, WorkerSpec};
+use crate::summary::{FloodReport, QueueSample, ServerView};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -46,7 +54,34 @@ pub struct Plan {
     /// Ping every held session at the end (mcp, bomb).
     pub ping: bool,
     pub allow_netns_target: bool,
+    /// What the protocol modes send.
+    pub proto: ProtoOptions,
 }
+
+/// What the flood may see of the server from where it runs. The caller
+/// implements it (sock_diag, /proc), so that this crate reads no kernel
+/// tables of its own.
+pub trait Observer {
+    /// The target listener's accept queue now; `None`: not readable.
+    fn accept_queue(&mut self) -> Option<QueueSample>;
+    /// A server process whose descriptor table is full now, as one line.
+    fn server_at_nofile(&mut self) -> Option<String>;
+}
+
+/// Sees nothing: a flood without a view of the server.
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn accept_queue(&mut self) -> Option<QueueSample> {
+        None
+    }
+    fn server_at_nofile(&mut self) -> Option<String> {
+        None
+    }
+}
+
+/// How often the server is looked at during the open phase.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FloodError {
@@ -91,6 +126,7 @@ impl Plan {
                 "--duration and --timeout must be positive".into(),
             ));
         }
+        self.proto.check().map_err(FloodError::Bounds)?;
         if self.settle >= self.timeout {
             return Err(FloodError::Bounds(
                 "--settle must be shorter than --timeout".into(),
@@ -146,6 +182,7 @@ impl Plan {
                 window: self.window.max(1),
                 ping: self.ping,
                 raise_nofile: true,
+                proto: self.proto.clone(),
             })
             .collect())
     }
@@ -171,6 +208,16 @@ impl Drop for Workers {
 pub fn run(
     plan: &Plan,
     worker_cmd: impl Fn(&str) -> Command,
+    on_opened: impl FnOnce(&FloodReport),
+) -> Result<FloodReport, FloodError> {
+    run_observed(plan, worker_cmd, &mut NoObserver, on_opened)
+}
+
+/// [`run`], watching the server through `observer` (see the module doc).
+pub fn run_observed(
+    plan: &Plan,
+    worker_cmd: impl Fn(&str) -> Command,
+    observer: &mut dyn Observer,
     on_opened: impl FnOnce(&FloodReport),
 ) -> Result<FloodReport, FloodError> {
     let specs = plan.worker_specs()?;
@@ -204,22 +251,45 @@ pub fn run(
     }
     drop(tx);
 
+    let mut view = ServerView::default();
     let slack = plan.timeout + Duration::from_secs(10);
-    let opened = collect(
-        &rx,
-        specs.len(),
-        Instant::now() + plan.duration + slack,
-        &mut workers,
-    )?;
-    let report_open = FloodReport::merge(
-        plan.target,
-        plan.mode,
-        plan.sources,
-        plan.connections,
-        &opened,
-        &[],
-    );
-    on_opened(&report_open);
+    let opened = {
+        let mut look = || {
+            if let Some(q) = observer.accept_queue() {
+                view.queue_peak = Some(view.queue_peak.unwrap_or(0).max(q.depth));
+            }
+            if view.server_at_nofile.is_none() {
+                view.server_at_nofile = observer.server_at_nofile();
+            }
+        };
+        collect(
+            &rx,
+            specs.len(),
+            Instant::now() + plan.duration + slack,
+            &mut workers,
+            &mut look,
+        )?
+    };
+    // Every connection is still held: this is the server at the breaking point.
+    view.queue_at_break = observer.accept_queue();
+    if view.server_at_nofile.is_none() {
+        view.server_at_nofile = observer.server_at_nofile();
+    }
+    let merge = |finals: &[WorkerReport], view: &ServerView| {
+        let mut r = FloodReport::merge(
+            plan.target,
+            plan.mode,
+            plan.sources,
+            plan.connections,
+            &opened,
+            finals,
+        );
+        r.observe(view);
+        r
+    };
+    let mut open_view = view.clone();
+    open_view.queue_end = view.queue_at_break;
+    on_opened(&merge(&[], &open_view));
     std::thread::sleep(plan.hold);
     for c in &mut workers.0 {
         if let Some(stdin) = c.stdin.as_mut() {
@@ -231,34 +301,56 @@ pub fn run(
         specs.len(),
         Instant::now() + plan.bomb + slack * 3,
         &mut workers,
+        &mut || {},
     )?;
+    // The workers hold everything until released: the backlog as it stays.
+    view.queue_end = observer.accept_queue();
     for c in &mut workers.0 {
         drop(c.stdin.take());
     }
-    Ok(FloodReport::merge(
-        plan.target,
-        plan.mode,
-        plan.sources,
-        plan.connections,
-        &opened,
-        &finals,
-    ))
+    // Released, they close everything and exit; the ones that do not in
+    // time are killed when `workers` drops.
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end
+        && workers
+            .0
+            .iter_mut()
+            .any(|c| matches!(c.try_wait(), Ok(None)))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(merge(&finals, &view))
 }
 
 /// One report from each worker, in index order, before `deadline`.
+/// `tick` runs every [`SAMPLE_EVERY`] while waiting.
 fn collect(
     rx: &mpsc::Receiver<(u32, Option<String>)>,
     n: usize,
     deadline: Instant,
     workers: &mut Workers,
+    tick: &mut dyn FnMut(),
 ) -> Result<Vec<WorkerReport>, FloodError> {
     let mut got: Vec<Option<WorkerReport>> = vec![None; n];
+    let mut next_tick = Instant::now();
     while got.iter().any(Option::is_none) {
+        if Instant::now() >= next_tick {
+            tick();
+            next_tick = Instant::now() + SAMPLE_EVERY;
+        }
         let left = deadline.saturating_duration_since(Instant::now());
-        let (idx, line) = rx.recv_timeout(left).map_err(|_| {
-            let missing = got.iter().position(Option::is_none).unwrap_or(0) as u32;
-            FloodError::Worker(missing, "no report before the deadline".into())
-        })?;
+        let wait = left.min(next_tick.saturating_duration_since(Instant::now()));
+        let (idx, line) = match rx.recv_timeout(wait) {
+            Ok(m) => m,
+            Err(mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => continue,
+            Err(_) => {
+                let missing = got.iter().position(Option::is_none).unwrap_or(0) as u32;
+                return Err(FloodError::Worker(
+                    missing,
+                    "no report before the deadline".into(),
+                ));
+            }
+        };
         let Some(line) = line else {
             // A worker that already reported in this phase may end (and
             // close its pipe) while others are still at work.
@@ -305,6 +397,11 @@ pub fn worker_main(spec_json: &str) -> io::Result<()> {
                     format!("expected go, got {other:?}"),
                 )),
             }
+        },
+        || {
+            // Released when the orchestrator closes our stdin (or dies).
+            let mut rest = Vec::new();
+            let _ = io::stdin().lock().read_to_end(&mut rest);
         },
     )
 }
@@ -353,6 +450,7 @@ mod tests {
             window: 16,
             ping: true,
             allow_netns_target: false,
+            proto: ProtoOptions::default(),
         }
     }
 
@@ -382,5 +480,9 @@ mod tests {
         let mut p = plan();
         p.duration = Duration::from_secs(3600);
         assert!(matches!(p.resolve(), Err(FloodError::Bounds(_))));
+        let mut p = plan();
+        p.mode = Mode::Http;
+        p.proto.http_path = Some("/\r\nX-Injected: 1".into());
+        assert!(matches!(p.resolve(), Err(FloodError::Bounds(m)) if m.contains("--http-path")));
     }
 }

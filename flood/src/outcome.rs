@@ -29,10 +29,42 @@ pub enum FailureKind {
     Protocol,
     /// Any other error; the detail carries the errno.
     Other,
+    /// Redis' own refusal: `-ERR max number of clients reached`.
+    RedisMaxClients,
+    /// PostgreSQL's own refusal, SQLSTATE 53300 "sorry, too many clients already".
+    PostgresTooManyClients,
+    /// PostgreSQL's own refusal, SQLSTATE 53300 "remaining connection slots
+    /// are reserved for ...": the slots left are kept for other roles.
+    PostgresReservedSlots,
+    /// PostgreSQL's postmaster could not fork a backend: a kernel process
+    /// limit (RLIMIT_NPROC of its user, pid_max, a cgroup's pids.max).
+    PostgresForkFailed,
+    /// memcached's own refusal: `ERROR Too many open connections`.
+    MemcachedTooMany,
+    /// The server answered with an error of its own that names no connection
+    /// limit (an HTTP 5xx, a PostgreSQL error other than 53300, a Redis error).
+    ServerError,
+    /// The TCP handshake completed but the protocol reply never came within
+    /// `--timeout`, and the listener's accept queue could not be read (or was
+    /// empty: a stalled server).
+    NoReply,
+    /// The TCP handshake completed but no reply came within `--timeout` while
+    /// the listener's accept queue held connections: the server stopped
+    /// calling accept() and new connections wait in its backlog.
+    BacklogFilling,
+    /// The server's own processes hold as many descriptors as their
+    /// RLIMIT_NOFILE allows (seen from /proc where the flood runs): its
+    /// accept() fails with EMFILE.
+    ServerEmfile,
+    /// A connection the server had served was closed by the server while idle.
+    ClosedIdle,
+    /// The server closes idle connections to make room for new ones: it kept
+    /// serving new connections while closing older, idle ones (nginx keep-alive).
+    ClosesIdle,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 10] = [
+    pub const ALL: [FailureKind; 21] = [
         FailureKind::Refused,
         FailureKind::ConnRefused,
         FailureKind::Emfile,
@@ -43,6 +75,17 @@ impl FailureKind {
         FailureKind::Closed,
         FailureKind::Protocol,
         FailureKind::Other,
+        FailureKind::RedisMaxClients,
+        FailureKind::PostgresTooManyClients,
+        FailureKind::PostgresReservedSlots,
+        FailureKind::PostgresForkFailed,
+        FailureKind::MemcachedTooMany,
+        FailureKind::ServerError,
+        FailureKind::NoReply,
+        FailureKind::BacklogFilling,
+        FailureKind::ServerEmfile,
+        FailureKind::ClosedIdle,
+        FailureKind::ClosesIdle,
     ];
 
     /// One line for people: what this kind means.
@@ -59,10 +102,50 @@ impl FailureKind {
                 "timeout (SYN dropped by a full accept queue, or a stalled server)"
             }
             FailureKind::Reset => "connection reset",
-            FailureKind::Closed => "closed by the server without a reply",
+            FailureKind::Closed => "accepted and closed: closed by the server without a reply",
             FailureKind::Protocol => "unexpected reply",
             FailureKind::Other => "other error",
+            FailureKind::RedisMaxClients => {
+                "Redis' own refusal: max number of clients reached (maxclients)"
+            }
+            FailureKind::PostgresTooManyClients => {
+                "PostgreSQL's own refusal: 53300 too many clients (max_connections)"
+            }
+            FailureKind::PostgresReservedSlots => {
+                "PostgreSQL's own refusal: 53300 remaining slots reserved for other roles"
+            }
+            FailureKind::PostgresForkFailed => {
+                "PostgreSQL could not fork a backend: a kernel process limit"
+            }
+            FailureKind::MemcachedTooMany => {
+                "memcached's own refusal: too many open connections (-c)"
+            }
+            FailureKind::ServerError => "the server answered with an error of its own",
+            FailureKind::NoReply => {
+                "no reply within --timeout after the TCP handshake (a stalled server, or one that speaks another protocol)"
+            }
+            FailureKind::BacklogFilling => {
+                "stopped accepting: backlog filling (handshake done, no reply while the accept queue held connections)"
+            }
+            FailureKind::ServerEmfile => {
+                "EMFILE in the server: its descriptor table is full, accept() fails"
+            }
+            FailureKind::ClosedIdle => "closed by the server while idle, after serving it",
+            FailureKind::ClosesIdle => "closes idle connections to make room for new ones",
         }
+    }
+
+    /// The server's own, deliberate refusal of a connection (as opposed to
+    /// a kernel wall or a failure on the client's side).
+    pub fn is_server_refusal(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Refused
+                | FailureKind::RedisMaxClients
+                | FailureKind::PostgresTooManyClients
+                | FailureKind::PostgresReservedSlots
+                | FailureKind::MemcachedTooMany
+        )
     }
 }
 
@@ -211,16 +294,18 @@ fn parse_reply_tree(line: &str) -> Result<Reply, Failure> {
 }
 
 /// A line the server sent on its own (or instead of a reply): a JSON-RPC
-/// error is its refusal; anything else is a protocol failure.
+/// error is its refusal, and so is the refusal line of a server the flood
+/// knows (Redis, memcached); anything else is a protocol failure.
 pub fn classify_unsolicited(line: &str) -> Failure {
     match parse_reply(line) {
         Ok(Reply::Error { error, .. }) => Failure::refused(error),
         Ok(Reply::Result { .. }) => Failure::new(FailureKind::Protocol, snippet(line)),
-        Err(f) => f,
+        Err(f) => crate::proto::known_refusal(line.as_bytes()).unwrap_or(f),
     }
 }
 
-fn snippet(line: &str) -> String {
+/// The first 120 characters of a line, trimmed, for a failure's detail.
+pub fn snippet(line: &str) -> String {
     let t = line.trim();
     match t.char_indices().nth(120) {
         Some((i, _)) => format!("{}...", &t[..i]),
@@ -316,5 +401,36 @@ mod tests {
             classify_unsolicited(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#).kind,
             FailureKind::Protocol
         );
+    }
+
+    #[test]
+    fn connect_mode_knows_real_servers_refusal_lines() {
+        let f = classify_unsolicited("-ERR max number of clients reached\r\n");
+        assert_eq!(f.kind, FailureKind::RedisMaxClients);
+        assert_eq!(f.detail, "-ERR max number of clients reached");
+        let f = classify_unsolicited("ERROR Too many open connections\r\n");
+        assert_eq!(f.kind, FailureKind::MemcachedTooMany);
+        assert_eq!(
+            classify_unsolicited("220 mail ready").kind,
+            FailureKind::Protocol
+        );
+    }
+
+    #[test]
+    fn every_kind_is_listed_once_and_described() {
+        let set: std::collections::BTreeSet<_> = FailureKind::ALL.iter().collect();
+        assert_eq!(set.len(), FailureKind::ALL.len());
+        for k in FailureKind::ALL {
+            assert!(!k.describe().is_empty());
+            // The JSON name round-trips.
+            let j = serde_json::to_string(&k).unwrap();
+            assert_eq!(serde_json::from_str::<FailureKind>(&j).unwrap(), k);
+        }
+        assert_eq!(
+            serde_json::to_string(&FailureKind::PostgresTooManyClients).unwrap(),
+            "\"postgres_too_many_clients\""
+        );
+        assert!(FailureKind::RedisMaxClients.is_server_refusal());
+        assert!(!FailureKind::BacklogFilling.is_server_refusal());
     }
 }

@@ -21,20 +21,128 @@ pub enum Mode {
     Mcp,
     /// `mcp`, then pipelined `tools/call` (tool `echo`) on every held session.
     Bomb,
+    /// Redis: `PING`, expecting `+PONG`.
+    Redis,
+    /// memcached: `version`, expecting `VERSION`.
+    Memcached,
+    /// HTTP/1.1: `GET` with keep-alive, reading the whole response.
+    Http,
+    /// PostgreSQL: the startup message, expecting authentication.
+    Postgres,
+    /// Send a line (`--send`), expect a line back (`--expect`).
+    Line,
 }
 
 impl Mode {
+    pub const ALL: [Mode; 8] = [
+        Mode::Connect,
+        Mode::Mcp,
+        Mode::Bomb,
+        Mode::Redis,
+        Mode::Memcached,
+        Mode::Http,
+        Mode::Postgres,
+        Mode::Line,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Connect => "connect",
             Mode::Mcp => "mcp",
             Mode::Bomb => "bomb",
+            Mode::Redis => "redis",
+            Mode::Memcached => "memcached",
+            Mode::Http => "http",
+            Mode::Postgres => "postgres",
+            Mode::Line => "line",
         }
     }
 
     /// Whether sessions speak MCP (and so can be pinged and bombed).
     pub fn is_mcp(self) -> bool {
-        self != Mode::Connect
+        matches!(self, Mode::Mcp | Mode::Bomb)
+    }
+
+    /// Whether connections speak one of the protocol modes (redis,
+    /// memcached, http, postgres, line): served means answered.
+    pub fn is_protocol(self) -> bool {
+        !matches!(self, Mode::Connect | Mode::Mcp | Mode::Bomb)
+    }
+}
+
+/// What the protocol modes send. Every field has a default; the flood checks
+/// them before starting (see [`ProtoOptions::check`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtoOptions {
+    /// `line`: the line sent (default `ping`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// `line`: the prefix the reply line must start with (default: any line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// `postgres`: the role in the startup message (default `postgres`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_user: Option<String>,
+    /// `postgres`: the database (default: the role's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_database: Option<String>,
+    /// `http`: the path requested (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
+}
+
+impl ProtoOptions {
+    pub fn send(&self) -> &str {
+        self.send.as_deref().unwrap_or("ping")
+    }
+
+    pub fn pg_user(&self) -> &str {
+        self.pg_user.as_deref().unwrap_or("postgres")
+    }
+
+    pub fn pg_database(&self) -> &str {
+        self.pg_database.as_deref().unwrap_or(self.pg_user())
+    }
+
+    pub fn http_path(&self) -> &str {
+        self.http_path.as_deref().unwrap_or("/")
+    }
+
+    /// Refuses values that would not make one well-formed request: a line
+    /// with an inner newline, a path that would inject headers, a NUL in a
+    /// PostgreSQL name, anything over 4 KiB.
+    pub fn check(&self) -> Result<(), String> {
+        let send = self.send();
+        if send.len() > 4096 || send.trim_end_matches('\n').contains('\n') {
+            return Err("--send must be one line of at most 4096 bytes".into());
+        }
+        if self
+            .expect
+            .as_ref()
+            .is_some_and(|e| e.len() > 4096 || e.contains('\n'))
+        {
+            return Err("--expect must be one line of at most 4096 bytes".into());
+        }
+        let path = self.http_path();
+        if !path.starts_with('/')
+            || path.len() > 4096
+            || path
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(
+                "--http-path must start with / and hold no spaces or control characters".into(),
+            );
+        }
+        for (name, v) in [
+            ("--pg-user", self.pg_user()),
+            ("--pg-database", self.pg_database()),
+        ] {
+            if v.is_empty() || v.len() > 1024 || v.contains('\0') {
+                return Err(format!("{name} must be 1 to 1024 bytes without NUL"));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -70,6 +178,9 @@ pub struct WorkerSpec {
     pub ping: bool,
     /// Raise RLIMIT_NOFILE soft to hard before opening anything.
     pub raise_nofile: bool,
+    /// What the protocol modes send.
+    #[serde(default)]
+    pub proto: ProtoOptions,
 }
 
 /// Why a target was refused.
@@ -223,6 +334,39 @@ mod tests {
         assert_eq!(sources_needed(7_058, 28_232), 1);
         assert_eq!(sources_needed(7_059, 28_232), 2);
         assert_eq!(sources_needed(0, 28_232), 1);
+    }
+
+    #[test]
+    fn modes_and_protocol_options() {
+        for m in Mode::ALL {
+            let j = serde_json::to_string(&m).unwrap();
+            assert_eq!(j, format!("\"{}\"", m.as_str()));
+            assert_eq!(
+                m.is_protocol(),
+                !matches!(m, Mode::Connect | Mode::Mcp | Mode::Bomb)
+            );
+        }
+        assert!(Mode::Bomb.is_mcp() && !Mode::Redis.is_mcp() && !Mode::Connect.is_mcp());
+        let o = ProtoOptions::default();
+        assert_eq!(
+            (o.send(), o.pg_user(), o.pg_database(), o.http_path()),
+            ("ping", "postgres", "postgres", "/")
+        );
+        assert_eq!(o.check(), Ok(()));
+        let bad = |f: fn(&mut ProtoOptions)| {
+            let mut o = ProtoOptions::default();
+            f(&mut o);
+            o.check().unwrap_err()
+        };
+        assert!(bad(|o| o.send = Some("a\nb".into())).contains("--send"));
+        assert!(bad(|o| o.http_path = Some("/ HTTP/1.1\r\nX: y".into())).contains("--http-path"));
+        assert!(bad(|o| o.http_path = Some("x".into())).contains("--http-path"));
+        assert!(bad(|o| o.pg_user = Some("a\0b".into())).contains("--pg-user"));
+        let ok = ProtoOptions {
+            send: Some("PING\n".into()),
+            ..ProtoOptions::default()
+        };
+        assert_eq!(ok.check(), Ok(()));
     }
 
     #[test]

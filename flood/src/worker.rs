@@ -1,41 +1,29 @@
 //! One flood worker process: opens its share of connections on a
-//! single-threaded runtime, holds them, bombs and pings them on cue.
+//! single-threaded runtime, holds them, bombs and checks them on cue.
 //!
 //! Single-threaded on purpose: several worker processes give both more
 //! descriptors (one fd table each) and more cores, and inside a worker
 //! nothing needs a lock.
 
-use crate::outcome::{classify_unsolicited, parse_reply, Failure, FailureKind, Reply};
+use crate::mcp;
+use crate::outcome::{classify_unsolicited, Failure, FailureKind};
+use crate::proto::Proto;
 use crate::report::{
     histogram, BombStats, Failures, PingStats, Recorded, StopReason, WorkerReport,
 };
+use crate::session::{self, open_one, Session};
 use crate::spec::{Mode, WorkerSpec};
 use hdrhistogram::Histogram;
 use std::cell::RefCell;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 
-/// MCP protocol version the flood speaks.
-pub const PROTOCOL_VERSION: &str = "2025-11-25";
-
-/// The `initialize` request every MCP-mode session sends (protocol
-/// [`PROTOCOL_VERSION`]).
-const INITIALIZE: &str = concat!(
-    r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","#,
-    r#""capabilities":{},"clientInfo":{"name":"headroom-flood","version":""#,
-    env!("CARGO_PKG_VERSION"),
-    r#""}}}"#,
-    "\n"
-);
+pub use crate::mcp::PROTOCOL_VERSION;
 
 /// What held sessions should do now.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,9 +35,9 @@ enum Phase {
 }
 
 #[derive(Default)]
-struct State {
-    opened: u64,
-    dropped: u64,
+pub(crate) struct State {
+    pub opened: u64,
+    pub dropped: u64,
     /// Highest attempt index that succeeded, and the failed attempts after it.
     /// Attempts complete out of order (a refusal is quicker than a
     /// handshake), so the streak is counted in attempt order, not completion order.
@@ -59,13 +47,27 @@ struct State {
     first_failure_after: Option<u64>,
     failures: Failures,
     latency: Option<Histogram<u64>>,
-    bomb: BombStats,
-    bomb_latency: Option<Histogram<u64>>,
-    ping: PingStats,
-    ping_latency: Option<Histogram<u64>>,
+    pub bomb: BombStats,
+    pub bomb_latency: Option<Histogram<u64>>,
+    pub ping: PingStats,
+    pub ping_latency: Option<Histogram<u64>>,
+    /// Protocol modes: connections that got a good reply in the open phase
+    /// (held or not: an HTTP `Connection: close` answer counts).
+    pub served_total: u64,
+    /// Served connections the server closed while idle in the open phase.
+    closed_idle: u64,
+    /// Protocol modes: the open phase as (monotonic µs, +1 served / -1
+    /// closed by the server), so that the orchestrator can find how many
+    /// were held at once over all workers.
+    timeline: Option<Vec<(u64, i64)>>,
+    open_phase_over: bool,
 }
 
-type Shared = Rc<RefCell<State>>;
+pub(crate) type Shared = Rc<RefCell<State>>;
+
+/// Longest a worker holds its connections after its final report, waiting
+/// for the orchestrator's release.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(30);
 
 impl State {
     fn success(&mut self, attempt: u64, us: u64) {
@@ -75,6 +77,9 @@ impl State {
             self.streak = self.streak.split_off(&(attempt + 1));
         }
         let _ = self.latency.get_or_insert_with(histogram).record(us.max(1));
+        if let Some(t) = self.timeline.as_mut() {
+            t.push((monotonic_us(), 1));
+        }
     }
 
     /// A failed attempt (or a held connection the server dropped: then
@@ -89,18 +94,54 @@ impl State {
             self.stop = true;
         }
     }
+
+    /// A held connection the server closed or broke while the flood held it.
+    fn dropped(&mut self, attempt: u64, f: &Failure, fail_streak: u64) {
+        self.dropped += 1;
+        self.failure(attempt, f, fail_streak);
+        if !self.open_phase_over {
+            if f.kind == FailureKind::ClosedIdle {
+                self.closed_idle += 1;
+            }
+            if let Some(t) = self.timeline.as_mut() {
+                t.push((monotonic_us(), -1));
+            }
+        }
+    }
+}
+
+/// CLOCK_MONOTONIC in µs: one clock for every process of the host, so that
+/// the workers' timelines line up.
+fn monotonic_us() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+/// Whether held connections get the end check: the MCP ping, the protocol
+/// request again, or in connect mode a look at whether they are still open.
+fn checks(spec: &WorkerSpec) -> bool {
+    spec.ping
 }
 
 /// Runs a worker to completion: open phase, report, wait for `go`, bomb and
-/// ping as the spec says, report again, close everything.
+/// check as the spec says, report again, wait for `release`, close
+/// everything.
 ///
 /// `report` receives each [`WorkerReport`]; `go` blocks until the
-/// orchestrator says the other phases may start (it runs on a blocking
-/// thread, so held sessions keep being served meanwhile).
+/// orchestrator says the other phases may start, `release` until it has
+/// looked at the server one last time with every connection still held
+/// (both run on a blocking thread, so held sessions keep being served
+/// meanwhile; `release` is waited for at most [`RELEASE_WAIT`]).
 pub fn run(
     spec: WorkerSpec,
     mut report: impl FnMut(&WorkerReport) -> io::Result<()>,
     go: impl FnOnce() -> io::Result<()> + Send + 'static,
+    release: impl FnOnce() + Send + 'static,
 ) -> io::Result<()> {
     let nofile = if spec.raise_nofile {
         raise_nofile()
@@ -111,13 +152,17 @@ pub fn run(
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
+    let done = local.block_on(&rt, async move {
         let st: Shared = Rc::new(RefCell::new(State::default()));
+        if spec.mode.is_protocol() {
+            st.borrow_mut().timeline = Some(Vec::new());
+        }
         let (phase_tx, phase_rx) = watch::channel(Phase::Hold);
 
         let started = Instant::now();
         let cpu0 = process_cpu_us();
         let (attempted, stop) = open_phase(&spec, &st, &phase_rx).await;
+        st.borrow_mut().open_phase_over = true;
         let open_ms = started.elapsed().as_millis() as u64;
         let mut opened = snapshot(&spec, &st, attempted, stop, open_ms, nofile, false);
         opened.open_cpu_us = process_cpu_us().saturating_sub(cpu0);
@@ -141,14 +186,14 @@ pub fn run(
             .await;
             st.borrow_mut().bomb.elapsed_ms = t0.elapsed().as_millis() as u64;
         }
-        if spec.ping && spec.mode.is_mcp() {
+        if checks(&spec) {
             let sessions = st.borrow().opened - st.borrow().dropped;
             st.borrow_mut().ping.sessions = sessions;
             let _ = phase_tx.send(Phase::Ping);
-            // Every session pings at once: beside the reply timeout, allow
-            // 100 us per session for this worker (and the server) to write
-            // and read them all, or a big hold reports sessions as silent
-            // that were only queued behind their siblings.
+            // Every session is checked at once: beside the reply timeout,
+            // allow 100 us per session for this worker (and the server) to
+            // write and read them all, or a big hold reports sessions as
+            // silent that were only queued behind their siblings.
             let deadline = Instant::now()
                 + Duration::from_millis(spec.timeout_ms.max(1000)) * 2
                 + Duration::from_micros(100) * sessions as u32;
@@ -160,11 +205,16 @@ pub fn run(
         report(&snapshot(
             &spec, &st, attempted, stop, open_ms, nofile, true,
         ))?;
+        let _ = timeout(RELEASE_WAIT, tokio::task::spawn_blocking(release)).await;
         let _ = phase_tx.send(Phase::Close);
         // Let session tasks see Close and reset their sockets.
         tokio::task::yield_now().await;
         Ok(())
-    })
+    });
+    // A release that never came leaves its thread blocked on stdin: do not
+    // wait for it.
+    rt.shutdown_background();
+    done
 }
 
 async fn wait_quiet(st: &Shared, deadline: Instant, done: impl Fn(&State) -> bool) {
@@ -202,10 +252,18 @@ fn snapshot(
             latency: rec(&s.bomb_latency),
             ..s.bomb.clone()
         }),
-        ping: (final_ && spec.ping && spec.mode.is_mcp()).then(|| PingStats {
+        ping: (final_ && checks(spec)).then(|| PingStats {
             latency: rec(&s.ping_latency),
             ..s.ping.clone()
         }),
+        served_total: s.served_total,
+        closed_idle: s.closed_idle,
+        // Sent once, with the open-phase report.
+        timeline: if final_ {
+            Vec::new()
+        } else {
+            s.timeline.clone().unwrap_or_default()
+        },
     }
 }
 
@@ -221,7 +279,16 @@ async fn open_phase(
     // Shared by every session task of this worker: one allocation, not a
     // copy of the spec (and its source list) per connection.
     let shared_spec = Rc::new(spec.clone());
+    let proto = Rc::new(Proto::new(spec.mode, &spec.proto, spec.target));
     let interval = (spec.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / spec.rate));
+    // The protocol modes time out inside (telling a dropped SYN from a
+    // missing reply); this outer bound only catches what they miss.
+    let outer = Duration::from_millis(spec.timeout_ms)
+        + if proto.is_some() {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
     let start = Instant::now();
     let mut attempted = 0u64;
     let mut stop = StopReason::Target;
@@ -253,11 +320,16 @@ async fn open_phase(
         attempted += 1;
         let source = (!spec.sources.is_empty())
             .then(|| spec.sources[(i as usize + spec.index as usize) % spec.sources.len()]);
-        let (st, spec2, phase) = (st.clone(), shared_spec.clone(), phase.clone());
+        let (st, spec2, phase, proto) = (
+            st.clone(),
+            shared_spec.clone(),
+            phase.clone(),
+            proto.clone(),
+        );
         tokio::task::spawn_local(async move {
             let opened = timeout(
-                Duration::from_millis(spec2.timeout_ms),
-                open_one(&spec2, source),
+                outer,
+                open_one(&spec2, proto.as_ref().as_ref(), source, &st),
             )
             .await;
             let opened = opened.unwrap_or_else(|_| {
@@ -270,7 +342,7 @@ async fn open_phase(
                 Ok((session, latency)) => {
                     st.borrow_mut().success(i, latency.as_micros() as u64);
                     drop(permit);
-                    hold(session, i, &spec2, &st, phase).await;
+                    hold(session, i, &spec2, proto.as_ref().as_ref(), &st, phase).await;
                 }
                 Err(f) => {
                     st.borrow_mut().failure(i, &f, spec2.fail_streak);
@@ -287,104 +359,13 @@ async fn open_phase(
     (attempted, stop)
 }
 
-struct Session {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
-    line: String,
-}
-
-/// socket, optional bind to a source address, connect, and in MCP modes the
-/// initialize handshake.
-async fn open_one(
-    spec: &WorkerSpec,
-    source: Option<IpAddr>,
-) -> Result<(Session, Duration), Failure> {
-    let t0 = Instant::now();
-    let io = |e: io::Error| Failure::from_io(&e);
-    let sock = match spec.target {
-        SocketAddr::V4(_) => TcpSocket::new_v4(),
-        SocketAddr::V6(_) => TcpSocket::new_v6(),
-    }
-    .map_err(io)?;
-    if let Some(src) = source {
-        // Defer the port choice to connect(): ports are then unique per
-        // (source, destination) 4-tuple, not per source address.
-        set_bind_address_no_port(&sock).map_err(io)?;
-        sock.bind(SocketAddr::new(src, 0)).map_err(io)?;
-    }
-    let stream: TcpStream = sock.connect(spec.target).await.map_err(io)?;
-    // Nagle only holds a write back while earlier data is unacknowledged:
-    // that happens with pipelined requests (bomb), never in a
-    // request-then-reply handshake, so the other modes skip the syscall.
-    if spec.mode == Mode::Bomb {
-        let _ = stream.set_nodelay(true);
-    }
-    // RST instead of FIN on close, however the worker ends (even killed): a
-    // flood must not leave its ports in FIN_WAIT/TIME_WAIT on the host.
-    let _ = stream.set_zero_linger();
-    let (r, w) = stream.into_split();
-    let mut s = Session {
-        reader: BufReader::with_capacity(512, r),
-        writer: w,
-        line: String::new(),
-    };
-    if spec.mode == Mode::Connect {
-        let latency = t0.elapsed();
-        // A server that refuses does so at once (a line, a close): listen
-        // for a moment before calling the connection held, so that a
-        // refusal breaks the failure streak's count, not a success.
-        if spec.settle_ms > 0 {
-            let settle = Duration::from_millis(spec.settle_ms);
-            if let Ok(r) = timeout(settle, s.reader.read_line(&mut s.line)).await {
-                return Err(match r {
-                    Ok(0) => Failure::new(FailureKind::Closed, "server closed the connection"),
-                    Ok(_) => classify_unsolicited(&s.line),
-                    Err(e) => Failure::from_io(&e),
-                });
-            }
-            s.line.clear();
-        }
-        return Ok((s, latency));
-    }
-    {
-        s.writer
-            .write_all(INITIALIZE.as_bytes())
-            .await
-            .map_err(io)?;
-        match read_line(&mut s).await? {
-            Reply::Result { .. } => {}
-            Reply::Error { error, .. } => return Err(Failure::refused(error)),
-        }
-        s.writer
-            .write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n")
-            .await
-            .map_err(io)?;
-    }
-    s.line = String::new();
-    Ok((s, t0.elapsed()))
-}
-
-async fn read_line(s: &mut Session) -> Result<Reply, Failure> {
-    s.line.clear();
-    match s.reader.read_line(&mut s.line).await {
-        Ok(0) => Err(Failure::new(
-            FailureKind::Closed,
-            "server closed the connection",
-        )),
-        Ok(_) => parse_reply(&s.line).map_err(|f| match f.kind {
-            FailureKind::Protocol => classify_unsolicited(&s.line),
-            _ => f,
-        }),
-        Err(e) => Err(Failure::from_io(&e)),
-    }
-}
-
 /// Holds one session until Close: anything the server sends while idle ends
 /// it (a refusal line, a close, a reset) and is counted.
 async fn hold(
     mut s: Session,
     attempt: u64,
     spec: &WorkerSpec,
+    proto: Option<&Proto>,
     st: &Shared,
     mut phase: watch::Receiver<Phase>,
 ) {
@@ -394,12 +375,17 @@ async fn hold(
         match current {
             Phase::Close => break,
             Phase::Bomb { until } => {
-                if !bomb(&mut s, spec, st, until).await {
+                if !mcp::bomb(&mut s, spec, st, until).await {
+                    return;
+                }
+            }
+            Phase::Ping if spec.mode.is_mcp() => {
+                if !mcp::ping(&mut s, spec, st).await {
                     return;
                 }
             }
             Phase::Ping => {
-                if !ping(&mut s, spec, st).await {
+                if !check(&mut s, attempt, spec, proto, st).await {
                     return;
                 }
             }
@@ -407,128 +393,58 @@ async fn hold(
         }
         // Idle: wait for the next phase, or for the server to speak.
         s.line.clear();
-        tokio::select! {
-            changed = phase.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                current = *phase.borrow_and_update();
-            }
-            r = s.reader.read_line(&mut s.line) => {
-                let f = match r {
+        s.buf.clear();
+        let idle = async {
+            match proto {
+                None => match s.reader.read_line(&mut s.line).await {
                     Ok(0) => Failure::new(FailureKind::Closed, "server closed the connection"),
                     Ok(_) => classify_unsolicited(&s.line),
                     Err(e) => Failure::from_io(&e),
-                };
-                let mut g = st.borrow_mut();
-                g.dropped += 1;
-                g.failure(attempt, &f, spec.fail_streak);
-                return;
+                },
+                Some(p) => match s.reader.read_buf(&mut s.buf).await {
+                    Ok(0) => Failure::new(
+                        FailureKind::ClosedIdle,
+                        "the server closed a connection it had served, while idle",
+                    ),
+                    Ok(_) => p.unsolicited(&s.buf),
+                    Err(e) => Failure::from_io(&e),
+                },
             }
-        }
-    }
-}
-
-fn tools_call(id: u64) -> String {
-    format!(
-        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"message\":\"headroom\"}}}}}}\n"
-    )
-}
-
-/// Pipelined tools/call until `until`, `window` in flight. Returns false when
-/// the session broke.
-async fn bomb(s: &mut Session, spec: &WorkerSpec, st: &Shared, until: Instant) -> bool {
-    let window = spec.window.max(1) as u64;
-    let mut inflight: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut next_id = 1_000u64;
-    let mut ok = true;
-    let mut batch = String::new();
-    for _ in 0..window {
-        batch.push_str(&tools_call(next_id));
-        inflight.push_back((next_id, Instant::now()));
-        next_id += 1;
-    }
-    let mut result = s
-        .writer
-        .write_all(batch.as_bytes())
-        .await
-        .map_err(|e| Failure::from_io(&e));
-    if result.is_ok() {
-        st.borrow_mut().bomb.sent += window;
-    } else {
-        inflight.clear();
-    }
-    while result.is_ok() && !inflight.is_empty() {
-        let limit = until.max(Instant::now()) + Duration::from_millis(spec.timeout_ms);
-        let reply = match timeout(limit - Instant::now(), read_line(s)).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure::new(FailureKind::Timeout, "bomb reply timed out")),
         };
-        match reply {
-            Ok(r) => {
-                let (id, good) = match r {
-                    Reply::Result { id, is_error } => (id, !is_error),
-                    Reply::Error { id, .. } => (id, false),
-                };
-                let pos = id
-                    .and_then(|id| inflight.iter().position(|(i, _)| *i == id))
-                    .unwrap_or(0);
-                let (_, sent_at) = inflight.remove(pos).expect("inflight not empty");
-                {
-                    let mut g = st.borrow_mut();
-                    if good {
-                        g.bomb.replies += 1;
-                    } else {
-                        g.bomb.errors += 1;
-                    }
-                    let _ = g
-                        .bomb_latency
-                        .get_or_insert_with(histogram)
-                        .record((sent_at.elapsed().as_micros() as u64).max(1));
-                }
-                if Instant::now() < until {
-                    result = s
-                        .writer
-                        .write_all(tools_call(next_id).as_bytes())
-                        .await
-                        .map_err(|e| Failure::from_io(&e));
-                    if result.is_ok() {
-                        inflight.push_back((next_id, Instant::now()));
-                        next_id += 1;
-                        st.borrow_mut().bomb.sent += 1;
-                    }
-                }
+        let said = tokio::select! {
+            changed = phase.changed() => Err(changed.is_err()),
+            f = idle => Ok(f),
+        };
+        let said = match said {
+            Ok(f) => f,
+            Err(true) => break,
+            Err(false) => {
+                current = *phase.borrow_and_update();
+                continue;
             }
-            Err(f) => result = Err(f),
-        }
+        };
+        st.borrow_mut().dropped(attempt, &said, spec.fail_streak);
+        return;
     }
-    let mut g = st.borrow_mut();
-    if let Err(f) = result {
-        g.bomb.lost += inflight.len() as u64;
-        g.bomb.failures.record(&f);
-        g.dropped += 1;
-        ok = false;
-    }
-    g.bomb.sessions_done += 1;
-    ok
 }
 
-/// One `ping`; returns false when the session broke.
-async fn ping(s: &mut Session, spec: &WorkerSpec, st: &Shared) -> bool {
+/// The end check of a connect- or protocol-mode connection; false when it
+/// is no longer served (and then counted as dropped).
+async fn check(
+    s: &mut Session,
+    attempt: u64,
+    spec: &WorkerSpec,
+    proto: Option<&Proto>,
+    st: &Shared,
+) -> bool {
     let t0 = Instant::now();
-    let r = async {
-        s.writer
-            .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"ping\"}\n")
-            .await
-            .map_err(|e| Failure::from_io(&e))?;
-        read_line(s).await
+    let r = match proto {
+        Some(p) => session::check(s, p, spec.timeout_ms).await,
+        None => session::still_open(s, None),
     };
-    let r = timeout(Duration::from_millis(spec.timeout_ms), r)
-        .await
-        .unwrap_or_else(|_| Err(Failure::new(FailureKind::Timeout, "ping timed out")));
     let mut g = st.borrow_mut();
     match r {
-        Ok(Reply::Result { id: Some(2), .. }) => {
+        Ok(()) => {
             g.ping.replies += 1;
             let _ = g
                 .ping_latency
@@ -536,34 +452,11 @@ async fn ping(s: &mut Session, spec: &WorkerSpec, st: &Shared) -> bool {
                 .record((t0.elapsed().as_micros() as u64).max(1));
             true
         }
-        Ok(_) => {
+        Err(f) => {
             g.ping.failed += 1;
-            true
-        }
-        Err(_) => {
-            g.ping.failed += 1;
-            g.dropped += 1;
+            g.dropped(attempt, &f, spec.fail_streak);
             false
         }
-    }
-}
-
-fn set_bind_address_no_port(sock: &TcpSocket) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: valid fd owned by `sock`; the option value is a live c_int.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
@@ -607,20 +500,6 @@ pub fn raise_nofile() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn initialize_line_is_one_request_in_the_protocol_version() {
-        let (line, rest) = INITIALIZE.split_once('\n').unwrap();
-        assert_eq!(rest, "");
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["method"], "initialize");
-        assert_eq!(v["id"], 1);
-        assert_eq!(v["params"]["protocolVersion"], PROTOCOL_VERSION);
-        assert_eq!(
-            v["params"]["clientInfo"]["version"],
-            env!("CARGO_PKG_VERSION")
-        );
-    }
 
     #[test]
     fn failure_streak_counts_in_attempt_order() {

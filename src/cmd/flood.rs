@@ -1,11 +1,15 @@
-//! `headroom flood`: open connections or MCP sessions against a loopback (or
-//! namespaced) server until it breaks, name the cause, and set the breaking
-//! point beside the capacity model's prediction.
+//! `headroom flood`: open connections, MCP sessions or a real server's
+//! protocol against a loopback (or namespaced) server until it breaks, name
+//! the cause, and set the breaking point beside the capacity model's
+//! prediction. While it floods, it watches the server from here: the
+//! listener's accept queue (sock_diag) and the server's descriptor tables
+//! (/proc), so that connections waiting in the backlog are never called held.
 
 use super::{CmdResult, EXIT_ERROR};
 use anyhow::Context;
 use headroom_core::{Constraint, ModelConfig, Prediction, TcpState};
-use headroom_flood::{FloodReport, Mode, Plan, PredictionCheck};
+use headroom_flood::{FloodReport, Mode, Observer, Plan, ProtoOptions, QueueSample};
+use headroom_probe::poll::diag;
 use headroom_probe::Target;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -19,6 +23,31 @@ enum ModeArg {
     Mcp,
     /// MCP sessions, then pipelined tools/call (tool `echo`) on all of them.
     Bomb,
+    /// Redis: PING, expecting +PONG.
+    Redis,
+    /// memcached: version, expecting VERSION.
+    Memcached,
+    /// HTTP/1.1: GET with keep-alive, reading the whole response.
+    Http,
+    /// PostgreSQL: the startup message (--pg-user, --pg-database).
+    Postgres,
+    /// Send a line (--send), expect a line back (--expect).
+    Line,
+}
+
+impl ModeArg {
+    fn mode(self) -> Mode {
+        match self {
+            ModeArg::Connect => Mode::Connect,
+            ModeArg::Mcp => Mode::Mcp,
+            ModeArg::Bomb => Mode::Bomb,
+            ModeArg::Redis => Mode::Redis,
+            ModeArg::Memcached => Mode::Memcached,
+            ModeArg::Http => Mode::Http,
+            ModeArg::Postgres => Mode::Postgres,
+            ModeArg::Line => Mode::Line,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -59,9 +88,25 @@ pub struct Args {
     /// Requests in flight per session while bombing.
     #[arg(long, default_value_t = 8)]
     window: u32,
-    /// Skip the final ping of every held session (mcp, bomb).
+    /// Skip the end check of every held connection (the MCP ping, the
+    /// protocol's request again, in connect mode a look at whether it is open).
     #[arg(long)]
     no_ping: bool,
+    /// Line mode: the line sent on each connection.
+    #[arg(long, default_value = "ping")]
+    send: String,
+    /// Line mode: the prefix the reply line must start with (default: any line).
+    #[arg(long)]
+    expect: Option<String>,
+    /// Postgres mode: the role in the startup message.
+    #[arg(long, default_value = "postgres")]
+    pg_user: String,
+    /// Postgres mode: the database (default: the role's name).
+    #[arg(long)]
+    pg_database: Option<String>,
+    /// HTTP mode: the path requested.
+    #[arg(long, default_value = "/")]
+    http_path: String,
     /// Loopback source addresses 127.0.0.1..N (0: as many as the port range needs).
     #[arg(long, default_value_t = 0)]
     sources: u32,
@@ -80,6 +125,8 @@ pub struct Args {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    app: super::AppArgs,
     /// Internal: run as one worker process of a flood.
     #[arg(long, hide = true)]
     worker_spec: Option<String>,
@@ -93,11 +140,7 @@ pub fn run(args: Args) -> CmdResult {
     }
     let plan = Plan {
         target: args.target.expect("clap requires --target"),
-        mode: match args.mode {
-            ModeArg::Connect => Mode::Connect,
-            ModeArg::Mcp => Mode::Mcp,
-            ModeArg::Bomb => Mode::Bomb,
-        },
+        mode: args.mode.mode(),
         connections: args.connections,
         rate: args.rate,
         concurrency: args.concurrency,
@@ -112,45 +155,112 @@ pub fn run(args: Args) -> CmdResult {
         window: args.window,
         ping: !args.no_ping,
         allow_netns_target: args.allow_netns_target,
+        proto: ProtoOptions {
+            send: Some(args.send.clone()),
+            expect: args.expect.clone(),
+            pg_user: Some(args.pg_user.clone()),
+            pg_database: args.pg_database.clone(),
+            http_path: Some(args.http_path.clone()),
+        },
     }
     .resolve()?;
 
     // The model's word comes first: a prediction taken before the flood,
     // from the idle server, is a prediction and not a measurement.
-    let prediction = predict_target(args.pid, args.port)?;
+    let prediction = predict_target(args.pid, args.port, &args.app.options()?)?;
     let client_ports = prediction.as_ref().and_then(|_| client_ports(&plan));
+    let mut watch = Watch::new(plan.target, args.pid);
 
-    let exe =
-        std::env::current_exe().context("cannot find our own executable for worker processes")?;
-    let mut report = headroom_flood::run(
+    // Workers run this very binary: /proc/self/exe still names it when a
+    // rebuild or an upgrade has replaced the file meanwhile.
+    let exe = match std::path::Path::new("/proc/self/exe") {
+        p if p.exists() => p.to_path_buf(),
+        _ => std::env::current_exe()
+            .context("cannot find our own executable for worker processes")?,
+    };
+    let mut report = headroom_flood::run_observed(
         &plan,
         |spec| {
             let mut c = std::process::Command::new(&exe);
             c.args(["flood", "--worker-spec", spec]);
             c
         },
+        &mut watch,
         |_| {},
     )?;
     if let Some(p) = prediction {
-        report.prediction = Some(PredictionCheck::new(
-            &p,
-            client_ports.as_ref(),
-            report.measured(),
-        ));
+        report.check_prediction(&p, client_ports.as_ref());
     }
     print(&report, args.json)
 }
 
-/// The capacity model's prediction for the server at `pid` or on `port`.
-fn predict_target(pid: Option<u32>, port: Option<u16>) -> anyhow::Result<Option<Prediction>> {
+/// The capacity model's prediction for the server at `pid` or on `port`,
+/// with the server recognised and its own cap read (headroom-apps).
+fn predict_target(
+    pid: Option<u32>,
+    port: Option<u16>,
+    apps: &headroom_apps::Options,
+) -> anyhow::Result<Option<Prediction>> {
     let target = match (pid, port) {
         (Some(pid), _) => Target::Pid(pid),
         (None, Some(port)) => Target::Port(port),
         (None, None) => return Ok(None),
     };
-    let snap = headroom_probe::snapshot(&target)
+    let snap = headroom_probe::app_snapshot(&target, apps)
         .with_context(|| format!("reading the limits of {target} for the prediction"))?;
     Ok(Some(headroom_core::predict(&snap, &ModelConfig::default())))
+}
+
+/// The server as the flood sees it from where it runs: the target
+/// listener's accept queue (sock_diag, in this network namespace) and the
+/// descriptor tables of the processes behind it (/proc).
+struct Watch {
+    target: SocketAddr,
+    /// `--pid`, else the processes holding the target's listener.
+    pids: Vec<u32>,
+}
+
+impl Watch {
+    fn new(target: SocketAddr, pid: Option<u32>) -> Watch {
+        let pids = match pid {
+            Some(p) => vec![p],
+            None => headroom_probe::pids_on_port(target.port()).unwrap_or_default(),
+        };
+        Watch { target, pids }
+    }
+}
+
+impl Observer for Watch {
+    fn accept_queue(&mut self) -> Option<QueueSample> {
+        let port = self.target.port();
+        let socks = diag::dump(diag::Query::listeners(Some(port))).ok()?;
+        // The listener the target reaches: bound to its address or to the
+        // wildcard (all sockets of a SO_REUSEPORT group, summed).
+        let ours: Vec<&diag::DiagSocket> = socks
+            .iter()
+            .filter(|s| s.local.port() == port)
+            .filter(|s| s.local.ip() == self.target.ip() || s.local.ip().is_unspecified())
+            .collect();
+        (!ours.is_empty()).then(|| QueueSample {
+            depth: ours.iter().map(|s| u64::from(s.rqueue)).sum(),
+            limit: ours.iter().map(|s| u64::from(s.wqueue)).sum(),
+        })
+    }
+
+    fn server_at_nofile(&mut self) -> Option<String> {
+        self.pids.iter().find_map(|&pid| {
+            let p = headroom_probe::poll::process::read_process_counted(pid)
+                .ok()?
+                .info;
+            let soft = p.nofile_soft?;
+            (p.open_fds >= soft).then(|| {
+                format!(
+                    "pid {pid} ({}) holds {} of its {soft} descriptors (RLIMIT_NOFILE)",
+                    p.comm, p.open_fds
+                )
+            })
+        })
+    }
 }
 
 /// The flood's own wall, taken with the server's prediction: ephemeral
@@ -168,13 +278,38 @@ fn client_ports(plan: &Plan) -> Option<Constraint> {
         .and_then(|v| v.trim().parse::<u8>().ok())
         .unwrap_or(0);
     let tw_free = tw_reuse == 1 || (tw_reuse == 2 && plan.target.ip().is_loopback());
-    let in_use = headroom_probe::poll::diag::dump_tcp()
-        .ok()?
-        .iter()
-        .filter(|s| s.remote == plan.target)
-        .filter(|s| sources.is_empty() || sources.contains(&s.local.ip()))
-        .filter(|s| !(tw_free && s.state == TcpState::TimeWait as u8))
-        .count() as u64;
+    let ours = || -> Option<Vec<diag::DiagSocket>> {
+        Some(
+            diag::dump_tcp()
+                .ok()?
+                .into_iter()
+                .filter(|s| s.remote == plan.target)
+                .filter(|s| sources.is_empty() || sources.contains(&s.local.ip()))
+                .collect(),
+        )
+    };
+    let closing = |s: &diag::DiagSocket| {
+        [TcpState::FinWait1, TcpState::FinWait2, TcpState::Closing]
+            .iter()
+            .any(|&t| s.state == t as u8)
+    };
+    let time_wait = |s: &diag::DiagSocket| s.state == TcpState::TimeWait as u8;
+    // The prediction's own query (headroom-apps asking the server) may
+    // still be closing: let it reach TIME_WAIT first, for at most a second.
+    let mut now = ours()?;
+    let end = std::time::Instant::now() + Duration::from_secs(1);
+    while tw_free && now.iter().any(closing) && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+        now = ours()?;
+    }
+    if tw_free && now.iter().any(time_wait) {
+        // tcp_tw_reuse hands a TIME_WAIT port back only once the last
+        // timestamp it saw is a second old: a port the prediction's own
+        // query just left would not be free yet for a flood that takes
+        // less than that.
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let in_use = now.iter().filter(|s| !(tw_free && time_wait(s))).count() as u64;
     Some(headroom_core::ephemeral_ports_per_destination(
         range,
         u64::from(plan.sources.max(1)),

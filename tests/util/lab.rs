@@ -227,3 +227,68 @@ pub fn probe_listener(ns: &Netns, port: u16) -> (u64, u64) {
         l["accept_queue_peak"].as_u64().unwrap(),
     )
 }
+
+/// Runs `f` on a short-lived thread that joined `ns` (setns is per thread
+/// for network namespaces): sockets it creates live in the namespace.
+pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+        // SAFETY: setns on an fd we own, for this thread only.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// Waits until something accepts on 127.0.0.1:`port` inside `ns`.
+pub fn wait_listening_in(ns: &Netns, port: u16, within: Duration) -> bool {
+    in_netns(ns, move || {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    })
+}
+
+/// A server started inside `ns` (`ip netns exec`), in its own process group,
+/// killed with that group on drop, once it accepts on 127.0.0.1:`port`.
+pub struct ServerIn(pub Child);
+
+impl ServerIn {
+    pub fn start(ns: &Netns, argv: &[&str], port: u16) -> ServerIn {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = ns.command(argv);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        let s = ServerIn(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("start {argv:?} in {}: {e}", ns.name)),
+        );
+        assert!(
+            wait_listening_in(ns, port, Duration::from_secs(20)),
+            "{argv:?} did not listen on 127.0.0.1:{port} in {} within 20 s",
+            ns.name
+        );
+        s
+    }
+}
+
+impl Drop for ServerIn {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the process group this helper created.
+        unsafe {
+            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
+}
