@@ -208,7 +208,14 @@ fn predict_target(
     };
     let snap = headroom_probe::app_snapshot(&target, apps)
         .with_context(|| format!("reading the limits of {target} for the prediction"))?;
-    Ok(Some(headroom_core::predict(&snap, &ModelConfig::default())))
+    // `--pid`/`--port` name a server on this host, and the flood runs here
+    // too: both ends of every connection draw from the host's file table,
+    // kernel memory and tcp_mem.
+    let cfg = ModelConfig {
+        client_on_host: true,
+        ..ModelConfig::default()
+    };
+    Ok(Some(headroom_core::predict(&snap, &cfg)))
 }
 
 /// The server as the flood sees it from where it runs: the target
