@@ -272,38 +272,11 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Options;
-    use headroom_core::{predict, Listener, ModelConfig, ProcessInfo, Snapshot};
-    use std::path::PathBuf;
+    use crate::testkit::{self, Look, Root};
+    use headroom_core::{Listener, Snapshot};
 
     fn s(v: &str) -> Vec<String> {
         v.split(' ').map(String::from).collect()
-    }
-
-    struct Root(PathBuf);
-    impl Root {
-        fn new(tag: &str) -> Root {
-            let p = std::env::temp_dir()
-                .join(format!("headroom-apps-beam-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Root(p)
-        }
-        fn file(&self, path: &str, data: &[u8]) {
-            let p = self.0.join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, data).unwrap();
-        }
-        fn link(&self, path: &str, target: &str) {
-            let p = self.0.join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(target, p).unwrap();
-        }
-    }
-    impl Drop for Root {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 
     const ARGV: &str = "/usr/lib/erlang/erts-13.1.5/bin/beam.smp -Q 1024 -- -root /usr/lib/erlang -bindir /usr/lib/erlang/erts-13.1.5/bin -progname erl -- -home /root -- -noshell -eval x";
@@ -348,44 +321,26 @@ mod tests {
     /// A beam.smp (pid 500) with `argv`, its 3 idle fds 0-2, internal
     /// pipes, the forker socket, a listener and `conns` connections.
     fn proc_tree(r: &Root, argv: &str, env: &[u8], conns: u32) {
-        r.file(
-            "/proc/500/cmdline",
-            format!("{}\0", argv.replace(' ', "\0")).as_bytes(),
-        );
-        r.file("/proc/500/environ", env);
-        r.file("/proc/500/stat", b"500 (beam.smp) S 1 500 500 0");
-        r.link("/proc/500/exe", "/usr/lib/erlang/erts-13.1.5/bin/beam.smp");
+        let p = r.process(500, "beam.smp");
+        p.argv(argv)
+            .environ(env)
+            .stat(1)
+            .exe("/usr/lib/erlang/erts-13.1.5/bin/beam.smp");
         r.file("/usr/lib/erlang/releases/25/OTP_VERSION", b"25.2.3\n");
-        r.link("/proc/500/fd/0", "/dev/null");
-        r.link("/proc/500/fd/1", "socket:[1]");
-        r.link("/proc/500/fd/2", "socket:[1]");
+        p.fd(0, "/dev/null").fd(1, "socket:[1]").fd(2, "socket:[1]");
         for fd in 3..17 {
-            r.link(
-                &format!("/proc/500/fd/{fd}"),
-                &format!("pipe:[{}]", 100 + fd / 2),
-            );
+            p.fd(fd, &format!("pipe:[{}]", 100 + fd / 2));
         }
-        r.link("/proc/500/fd/17", "socket:[900]");
-        r.link("/proc/500/fd/18", "socket:[901]");
+        p.fd(17, "socket:[900]").fd(18, "socket:[901]");
         for c in 0..conns {
-            r.link(
-                &format!("/proc/500/fd/{}", 19 + c),
-                &format!("socket:[{}]", 1000 + c),
-            );
+            p.fd(19 + c, &format!("socket:[{}]", 1000 + c));
         }
     }
 
     fn run(r: &Root, nofile: u64, conns: u32) -> (AppInfo, u64, String) {
-        let mut snap = Snapshot {
-            processes: vec![ProcessInfo {
-                pid: 500,
-                comm: "beam.smp".into(),
-                nofile_soft: Some(nofile),
-                nofile_hard: Some(nofile),
-                open_fds: 19 + u64::from(conns),
-                connections: u64::from(conns),
-                ..Default::default()
-            }],
+        let conns = u64::from(conns);
+        let snap = Snapshot {
+            processes: vec![testkit::process(500, "beam.smp", nofile, 19 + conns, conns)],
             listeners: vec![Listener {
                 address: "127.0.0.1:9000".into(),
                 port: 9000,
@@ -393,23 +348,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let opts = Options {
-            root: r.0.clone(),
-            live: false,
-            ..Options::default()
-        };
-        let host = Host::new(&r.0);
-        let seen = Seen {
-            snap: &snap,
-            main: &snap.processes[0],
-            cmdline: host.cmdline(500).unwrap(),
-            address: None,
-            opts: &opts,
-        };
-        let info = inspect(&seen, &host);
-        snap.app = Some(info.clone());
-        let p = predict(&snap, &ModelConfig::default());
-        (info, p.predicted_max_connections, p.binding)
+        Look::at(r.dir()).run(inspect, snap)
     }
 
     #[test]
@@ -492,10 +431,7 @@ mod tests {
         assert_eq!(info.caps[0].limit, 65536);
         assert_eq!(info.problems.len(), 2, "{:?}", info.problems);
         let r = Root::new("nofd");
-        r.file(
-            "/proc/500/cmdline",
-            format!("{}\0", ARGV.replace(' ', "\0")).as_bytes(),
-        );
+        r.process(500, "beam.smp").argv(ARGV);
         let (info, max, _) = run(&r, 20000, 0);
         assert_eq!(info.problems.len(), 1, "{:?}", info.problems);
         // stdio 2 + forker + 1 listener kept back.

@@ -33,8 +33,17 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
         })
         .map(|p| p.pid)
         .collect();
-    match host::flag_value(&seen.cmdline, "--max-connections", Some("--max-connections")) {
-        Some(v) => match v.parse::<u64>() {
+    // Workers carry no flags of their own: the supervisor (their parent)
+    // was started with the service-wide --max-connections.
+    let flag = |pid: u32, cmdline: &[String]| {
+        host::flag_value(cmdline, "--max-connections", Some("--max-connections")).map(|v| (pid, v))
+    };
+    let found = flag(seen.main.pid, &seen.cmdline).or_else(|| {
+        let parent = host.ppid(seen.main.pid)?;
+        flag(parent, &host.cmdline(parent)?)
+    });
+    match found {
+        Some((pid, v)) => match v.parse::<u64>() {
             Ok(n) => info.caps.push(AppCap {
                 name: "headroom-max-connections".into(),
                 scope: Scope::System,
@@ -44,7 +53,7 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
                 reserve: 0,
                 per_connection: 1,
                 source: CapSource::CommandLine,
-                read_from: format!("--max-connections {n} in pid {}'s command line", seen.main.pid),
+                read_from: format!("--max-connections {n} in pid {pid}'s command line"),
                 explanation: format!(
                     "--max-connections {n}: headroom serve refuses (a JSON-RPC error line, then close) once it holds this many connections{}",
                     if info.connection_pids.is_empty() { "" } else { ", counted over all its workers" }
@@ -52,8 +61,7 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
                 remedy: "raise --max-connections N where headroom serve is started (its unit's ExecStart=)".into(),
             }),
             Err(_) => info.problems.push(format!(
-                "--max-connections {v:?} in pid {}'s command line is not a number",
-                seen.main.pid
+                "--max-connections {v:?} in pid {pid}'s command line is not a number"
             )),
         },
         None => info.notes.push(
@@ -67,39 +75,16 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Options;
-    use headroom_core::{predict, ModelConfig, ProcessInfo, Snapshot};
+    use crate::testkit::{process, Look, Root};
+    use headroom_core::Snapshot;
 
     fn run(cmdline: &str) -> (AppInfo, u64) {
-        let mut snap = Snapshot {
-            processes: vec![ProcessInfo {
-                pid: u32::MAX - 3,
-                comm: "headroom".into(),
-                nofile_soft: Some(1024),
-                nofile_hard: Some(1024),
-                open_fds: 12,
-                open_fds_peak: 12,
-                connections: 0,
-                ..Default::default()
-            }],
+        let snap = Snapshot {
+            processes: vec![process(u32::MAX - 3, "headroom", 1024, 12, 0)],
             ..Default::default()
         };
-        let opts = Options {
-            root: std::env::temp_dir().join("headroom-apps-headroom-no-root"),
-            live: false,
-            ..Options::default()
-        };
-        let seen = Seen {
-            snap: &snap,
-            main: &snap.processes[0],
-            cmdline: cmdline.split(' ').map(String::from).collect(),
-            address: None,
-            opts: &opts,
-        };
-        let info = inspect(&seen, &Host::new(&opts.root));
-        snap.app = Some(info.clone());
-        let p = predict(&snap, &ModelConfig::default());
-        (info, p.predicted_max_connections)
+        let (info, max, _) = Look::nowhere().cmdline(cmdline).run(inspect, snap);
+        (info, max)
     }
 
     #[test]
@@ -128,5 +113,32 @@ mod tests {
         let (info, _) = run("headroom serve --max-connections lots");
         assert!(info.caps.is_empty());
         assert_eq!(info.problems.len(), 1);
+    }
+
+    #[test]
+    fn workers_take_the_cap_from_their_supervisors_command_line() {
+        let root = Root::new("headroom-workers");
+        root.process(100, "headroom")
+            .argv("headroom serve --workers 2 --max-connections 1000")
+            .stat(1);
+        for pid in [101, 102] {
+            root.process(pid, "headroom")
+                .argv("headroom serve --worker-index 0 --worker-fds 3,4")
+                .stat(100);
+        }
+        let snap = Snapshot {
+            processes: vec![
+                process(101, "headroom", 20000, 16, 0),
+                process(102, "headroom", 20000, 16, 0),
+            ],
+            ..Default::default()
+        };
+        let (info, max, binding) = Look::at(root.dir())
+            .cmdline("headroom serve --worker-index 0 --worker-fds 3,4")
+            .run(inspect, snap);
+        assert_eq!(info.connection_pids, vec![101, 102]);
+        assert_eq!(info.caps[0].limit, 1000);
+        assert_eq!(info.caps[0].read_from, "--max-connections 1000 in pid 100's command line");
+        assert_eq!((max, binding.as_str()), (1000, "headroom-max-connections"));
     }
 }

@@ -160,6 +160,7 @@ pub fn flag_value(cmdline: &[String], short: &str, long: Option<&str>) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::Root;
     use headroom_core::Listener;
 
     #[test]
@@ -190,13 +191,11 @@ mod tests {
 
     #[test]
     fn oversize_file_is_one_clear_line() {
-        let dir = std::env::temp_dir().join(format!("headroom-apps-host-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("big.conf"), vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
-        let h = Host::new(&dir);
+        let r = Root::new("host");
+        r.file("/big.conf", vec![b'#'; MAX_FILE_BYTES as usize + 1]);
+        let h = r.host();
         let e = h.read("/big.conf").unwrap_err();
         assert!(e.contains("larger than"), "{e}");
         assert!(h.read("/missing.conf").unwrap_err().starts_with("/missing.conf:"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

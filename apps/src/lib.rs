@@ -24,6 +24,8 @@ pub mod memcached;
 pub mod nginx;
 pub mod postgres;
 pub mod redis;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod wire;
 
 use headroom_core::{AppInfo, ProcessInfo, Snapshot};

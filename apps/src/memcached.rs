@@ -298,8 +298,8 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Options;
-    use headroom_core::{predict, ModelConfig, ProcessInfo, Snapshot};
+    use crate::testkit::{predicted, process, Look};
+    use headroom_core::Snapshot;
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
@@ -381,41 +381,17 @@ mod tests {
 
     fn snap(soft: u64, open: u64, conns: u64) -> Snapshot {
         Snapshot {
-            processes: vec![ProcessInfo {
-                pid: u32::MAX - 7,
-                comm: "memcached".into(),
-                nofile_soft: Some(soft),
-                nofile_hard: Some(soft),
-                open_fds: open,
-                open_fds_peak: open,
-                connections: conns,
-                ..Default::default()
-            }],
+            processes: vec![process(u32::MAX - 7, "memcached", soft, open, conns)],
             ..Default::default()
         }
     }
 
     fn run(s: &Snapshot, cmdline: &str, addr: Option<SocketAddr>) -> AppInfo {
-        let opts = Options {
-            root: std::env::temp_dir().join("headroom-apps-memcached-no-root"),
-            live: addr.is_some(),
-            timeout: Duration::from_secs(2),
-            ..Options::default()
-        };
-        let seen = Seen {
-            snap: s,
-            main: &s.processes[0],
-            cmdline: cmdline.split(' ').map(String::from).collect(),
-            address: addr,
-            opts: &opts,
-        };
-        inspect(&seen, &Host::new(&opts.root))
-    }
-
-    fn predicted(mut s: Snapshot, info: AppInfo) -> (u64, String) {
-        s.app = Some(info);
-        let p = predict(&s, &ModelConfig::default());
-        (p.predicted_max_connections, p.binding)
+        Look::nowhere()
+            .cmdline(cmdline)
+            .address(addr)
+            .live(addr.is_some())
+            .inspect(inspect, s)
     }
 
     #[test]

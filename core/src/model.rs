@@ -384,15 +384,17 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
 
     // tcp_mem: past `max` pages the kernel drops and refuses socket memory.
     // It counts socket buffers, not slab: the measured buffer share of a
-    // connection where known (an idle one holds a fraction of a page), else
-    // the whole kernel cost rounded up to a page, as before it was measured.
+    // connection where known. An idle connection keeps next to none (1M
+    // idle sessions, both ends on one host: 202 pages for 2M sockets), so
+    // unmeasured it is assumed to keep none and this wall binds only for
+    // data in flight, which a snapshot of idle connections cannot price.
     if let (Some((_, _, max)), Some(used)) =
         (snap.system.tcp_mem_pages, snap.system.tcp_mem_used_pages)
     {
         let page = snap.system.page_size.max(1);
         let (per, how_buf) = match mem.buffer_bytes {
             Some(b) => (b.max(1), "measured"),
-            None => (mem.kernel_bytes.div_ceil(page) * page, "assumed"),
+            None => (1, "assumed: idle connections keep no buffers"),
         };
         if mem.kernel_bytes > 0 {
             cs.push(constraint(
@@ -742,12 +744,29 @@ mod tests {
         let mut s = host();
         s.system.tcp_mem_pages = Some((100, 200, 300));
         s.system.tcp_mem_used_pages = Some(290);
+        s.memory_per_connection = Some(MemoryPerConnection {
+            process_bytes: 4096,
+            kernel_bytes: 2048 + 4096,
+            measured: false,
+            buffer_bytes: Some(4096),
+        });
         let p = predict(&s, &ModelConfig::default());
         assert_eq!(p.binding, "tcp-mem");
-        // 10 pages left, 1 page per connection at 2048 kernel bytes.
+        // 10 pages left, a page of buffers per connection.
         assert_eq!(p.predicted_max_connections, 1010);
         let c = p.binding_constraint().unwrap();
         assert_eq!((c.unit.as_str(), c.limit, c.used), ("bytes", 300 * 4096, 290 * 4096));
+    }
+
+    #[test]
+    fn tcp_mem_unmeasured_assumes_idle_connections_keep_no_buffers() {
+        let mut s = host();
+        s.system.tcp_mem_pages = Some((100, 200, 300));
+        s.system.tcp_mem_used_pages = Some(290);
+        let p = predict(&s, &ModelConfig::default());
+        assert_eq!(p.binding, "nofile");
+        let c = p.constraint("tcp-mem").unwrap();
+        assert_eq!((c.per_connection, c.headroom), (1, 10 * 4096));
     }
 
     #[test]

@@ -6,10 +6,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 /// Hard ceilings: a flood is a lab instrument, never an open-ended attack.
-pub const MAX_CONNECTIONS: u64 = 250_000;
+/// Connections one flood opens at most: enough to hold a million sessions
+/// and push past them on one host (both ends on loopback cost about 8 KB
+/// of memory a connection, 12 GB at the cap).
+pub const MAX_CONNECTIONS: u64 = 1_500_000;
+/// Longest open, hold or bomb phase.
 pub const MAX_PHASE: Duration = Duration::from_secs(600);
+/// Loopback source addresses (127.0.0.1..N), each with its own port range.
 pub const MAX_SOURCES: u32 = 250;
-pub const MAX_WORKERS: u32 = 64;
+/// Client processes; each holds up to its nofile limit (20,000 here), so
+/// 1,500,000 connections take 76.
+pub const MAX_WORKERS: u32 = 96;
 
 /// What each connection does once the TCP handshake is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

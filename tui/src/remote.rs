@@ -121,7 +121,7 @@ fn unit_of(constraint: &str) -> &'static str {
         "file-max" => "files",
         "memory" | "cgroup-memory" => "bytes",
         "conntrack" => "entries",
-        "tcp-mem" => "pages",
+        "tcp-mem" => "bytes",
         "ephemeral-ports" => "ports",
         _ => "",
     }

@@ -403,11 +403,9 @@ fn cpus_allowed(host: &Host, pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Options;
-    use headroom_core::{predict, ModelConfig, ProcessInfo, Snapshot};
+    use crate::testkit::{predicted, process, Look, Root};
+    use headroom_core::{ProcessInfo, Snapshot};
     use std::io::Write;
-    use std::path::PathBuf;
-    use std::time::Duration;
 
     const SHOW_BOTH: &[u8] =
         include_bytes!("../../tests/fixtures/haproxy/show-info-and-stat-2.6.12.txt");
@@ -426,34 +424,15 @@ mod tests {
     }
 
     /// Shared with the tests of live.
-    pub(super) fn root_with(files: &[(&str, &str)]) -> PathBuf {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "headroom-apps-haproxy-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        for (p, text) in files {
-            let full = dir.join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-            std::fs::write(full, text).unwrap();
-        }
-        dir
+    pub(super) fn root_with(files: &[(&str, &str)]) -> Root {
+        Root::with("haproxy", files)
     }
 
     fn snap(soft: u64, hard: u64, port: u16) -> Snapshot {
         Snapshot {
             processes: vec![ProcessInfo {
-                pid: u32::MAX - 11,
-                comm: "haproxy".into(),
-                nofile_soft: Some(soft),
                 nofile_hard: Some(hard),
-                open_fds: 13,
-                open_fds_peak: 13,
-                connections: 0,
-                ..Default::default()
+                ..process(u32::MAX - 11, "haproxy", soft, 13, 0)
             }],
             listeners: vec![headroom_core::Listener {
                 address: format!("127.0.0.1:{port}"),
@@ -464,28 +443,28 @@ mod tests {
         }
     }
 
-    fn run(root: &std::path::Path, s: &Snapshot, cmdline: &str, live: bool) -> AppInfo {
-        let opts = Options {
-            root: root.to_path_buf(),
-            live,
-            timeout: Duration::from_secs(2),
-            ..Options::default()
-        };
-        let seen = Seen {
-            snap: s,
-            main: &s.processes[0],
-            cmdline: cmdline.split(' ').map(String::from).collect(),
-            address: crate::host::query_address(s),
-            opts: &opts,
-        };
-        inspect(&seen, &Host::new(root))
+    fn run(root: &Root, s: &Snapshot, cmdline: &str, live: bool) -> AppInfo {
+        Look::at(root.dir())
+            .cmdline(cmdline)
+            .address(crate::host::query_address(s))
+            .live(live)
+            .inspect(inspect, s)
     }
 
-    fn predicted(mut s: Snapshot, info: AppInfo) -> (u64, String) {
-        s.app = Some(info);
-        let p = predict(&s, &ModelConfig::default());
-        (p.predicted_max_connections, p.binding)
+    /// HAProxy run as `cmdline` with `cfg` as /etc/h.cfg, under nofile
+    /// (soft, hard); `live`: asked on its stats socket first.
+    fn run_cfg(cfg: &str, nofile: (u64, u64), cmdline: &str, live: bool) -> (Snapshot, AppInfo) {
+        let root = root_with(&[("/etc/h.cfg", cfg)]);
+        let s = snap(nofile.0, nofile.1, 8080);
+        let info = run(&root, &s, cmdline, live);
+        (s, info)
     }
+
+    /// [`SELF_ANSWERING`] with `setting` in its global section.
+    fn global(setting: &str) -> String {
+        SELF_ANSWERING.replace("nbthread 2", setting)
+    }
+
     /// Shared with the tests of live.
     pub(super) const SELF_ANSWERING: &str = "global\n    stats socket /run/h.sock\n    nbthread 2\ndefaults\n    mode http\nfrontend fe\n    bind 127.0.0.1:8080\n    http-request return status 200\n";
 
@@ -493,9 +472,12 @@ mod tests {
     fn derived_maxconn_from_the_file_when_no_stats_socket_answers() {
         // The stats socket path does not exist under the root: one problem,
         // then the derivation from the file and the process's limits.
-        let root = root_with(&[("/etc/h.cfg", SELF_ANSWERING)]);
-        let s = snap(1000, 1000, 8080);
-        let info = run(&root, &s, "haproxy -db -f /etc/h.cfg", true);
+        let (s, info) = run_cfg(
+            SELF_ANSWERING,
+            (1000, 1000),
+            "haproxy -db -f /etc/h.cfg",
+            true,
+        );
         assert_eq!(info.problems.len(), 1, "{:?}", info.problems);
         assert!(info.problems[0].contains("/run/h.sock"));
         let c = &info.caps[0];
@@ -505,66 +487,47 @@ mod tests {
         );
         assert_eq!(info.fds_per_connection, 1);
         assert_eq!(predicted(s, info), (486, "haproxy-maxconn".into()));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn explicit_maxconn_1000_predicts_1000() {
-        let root = root_with(&[(
-            "/etc/h.cfg",
-            &SELF_ANSWERING.replace("nbthread 2", "maxconn 1000"),
-        )]);
+        let cfg = global("maxconn 1000");
         // HAProxy raised its own limit to maxsock 2028.
-        let s = snap(2028, 20000, 8080);
-        let info = run(&root, &s, "haproxy -db -f /etc/h.cfg", false);
+        let (s, info) = run_cfg(&cfg, (2028, 20000), "haproxy -db -f /etc/h.cfg", false);
         let c = &info.caps[0];
         assert_eq!(
             (c.limit, c.source, c.read_from.as_str()),
             (1000, CapSource::File, "/etc/h.cfg:3")
         );
         assert_eq!(predicted(s, info), (1000, "haproxy-maxconn".into()));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn no_strict_limits_under_a_low_fd_limit_binds_on_nofile() {
-        let cfg = SELF_ANSWERING.replace("nbthread 2", "maxconn 1000\n    no strict-limits");
-        let root = root_with(&[("/etc/h.cfg", &cfg)]);
+        let cfg = global("maxconn 1000\n    no strict-limits");
         // Measured: nofile 800, 13 fds open at idle, held 787.
-        let s = snap(800, 800, 8080);
-        let info = run(&root, &s, "haproxy -db -f /etc/h.cfg", false);
+        let (s, info) = run_cfg(&cfg, (800, 800), "haproxy -db -f /etc/h.cfg", false);
         assert!(info.notes.iter().any(|n| n.contains("no strict-limits")));
         assert_eq!(predicted(s, info), (787, "nofile".into()));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn frontend_maxconn_lower_than_global_is_a_cap_of_its_own() {
-        let cfg = SELF_ANSWERING
-            .replace("nbthread 2", "maxconn 1000")
-            .replace("mode http", "mode http\n    maxconn 300");
-        let root = root_with(&[("/etc/h.cfg", &cfg)]);
-        let s = snap(2028, 2028, 8080);
-        let info = run(&root, &s, "haproxy -f /etc/h.cfg", false);
+        let cfg = global("maxconn 1000").replace("mode http", "mode http\n    maxconn 300");
+        let (s, info) = run_cfg(&cfg, (2028, 2028), "haproxy -f /etc/h.cfg", false);
         assert_eq!(info.caps.len(), 2);
         assert_eq!(info.caps[1].setting, "maxconn (frontend fe)");
         assert_eq!(predicted(s, info), (300, "haproxy-frontend-maxconn".into()));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn command_line_n_overrides_the_file() {
-        let root = root_with(&[(
-            "/etc/h.cfg",
-            &SELF_ANSWERING.replace("nbthread 2", "maxconn 1000"),
-        )]);
-        let s = snap(20000, 20000, 8080);
-        let info = run(&root, &s, "haproxy -n 600 -f /etc/h.cfg", false);
+        let cfg = global("maxconn 1000");
+        let (_, info) = run_cfg(&cfg, (20000, 20000), "haproxy -n 600 -f /etc/h.cfg", false);
         assert_eq!(
             (info.caps[0].limit, info.caps[0].source),
             (600, CapSource::CommandLine)
         );
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
@@ -575,7 +538,6 @@ mod tests {
         assert!(info.caps.is_empty());
         assert_eq!(info.problems.len(), 1, "{:?}", info.problems);
         assert!(info.problems[0].starts_with("HAProxy configuration /etc/haproxy/missing.cfg:"));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
@@ -593,7 +555,6 @@ mod tests {
             "{}",
             c.remedy
         );
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
@@ -610,15 +571,12 @@ mod tests {
         let info = run(&root, &s, "haproxy -f /etc/h.d", false);
         assert_eq!(info.caps[0].limit, 700);
         assert_eq!(info.caps[0].read_from, "/etc/h.d/10-global.cfg:2");
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn live_show_info_on_a_unix_socket_wins() {
         let root = root_with(&[("/etc/h.cfg", SELF_ANSWERING)]);
-        let sock = root.join("run/h.sock");
-        std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
-        let l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let l = root.listen_unix("/run/h.sock");
         let t = std::thread::spawn(move || {
             use std::io::Read;
             let (mut c, _) = l.accept().unwrap();
@@ -649,16 +607,13 @@ mod tests {
             (300, Some(40), CapSource::Live)
         );
         assert_eq!(predicted(s, info), (300, "haproxy-frontend-maxconn".into()));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn cpus_allowed_list_counts_ranges() {
-        let root = root_with(&[(
-            "/proc/7/status",
-            "Name:\tx\nCpus_allowed_list:\t0-3,8,10-11\n",
-        )]);
-        assert_eq!(cpus_allowed(&Host::new(&root), 7), Some(7));
-        std::fs::remove_dir_all(root).unwrap();
+        let root = Root::new("haproxy");
+        root.process(7, "x")
+            .status(&[("Cpus_allowed_list", "0-3,8,10-11")]);
+        assert_eq!(cpus_allowed(&root.host(), 7), Some(7));
     }
 }

@@ -79,7 +79,7 @@ fn is_flag(w: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nginx::tests::s;
+    use crate::testkit::strings as s;
 
     #[test]
     fn master_title_with_g_directives_and_prefix() {

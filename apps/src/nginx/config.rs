@@ -289,7 +289,7 @@ impl Parser<'_> {
 mod tests {
     use super::*;
     use crate::nginx::settings;
-    use crate::nginx::tests::{fixtures, s, Root};
+    use crate::testkit::{fixtures, strings as s, Root};
     use std::path::Path;
 
     #[test]
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn include_loop_is_cut_and_reported_once_per_cycle() {
-        let host = Host::new(&fixtures());
+        let host = Host::new(&fixtures("nginx"));
         let cfg = load(&host, "/loop/a.conf", None);
         assert_eq!(cfg.files, s(&["/loop/a.conf", "/loop/b.conf"]));
         assert_eq!(cfg.problems.len(), 1, "{:?}", cfg.problems);
@@ -391,7 +391,7 @@ mod tests {
         );
         r.file(
             "/huge.conf",
-            &vec![b'#'; crate::host::MAX_FILE_BYTES as usize + 10],
+            vec![b'#'; crate::host::MAX_FILE_BYTES as usize + 10],
         );
         r.file("/many.conf", "x;".repeat(MAX_DIRECTIVES + 5).as_bytes());
         for f in [

@@ -291,128 +291,58 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Options;
-    use headroom_core::{predict, ModelConfig, ProcessInfo, Snapshot};
-    use std::path::{Path, PathBuf};
-
-    /// Shared with the tests of config and settings.
-    pub(super) fn fixtures() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nginx")
-    }
-
-    /// Shared with the tests of cli, config and settings.
-    pub(super) fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    /// A scratch root for /proc trees and hostile files, removed on drop.
-    /// Shared with the tests of config.
-    pub(super) struct Root(PathBuf);
-    impl Root {
-        pub(super) fn new(tag: &str) -> Root {
-            let p = std::env::temp_dir()
-                .join(format!("headroom-apps-nginx-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Root(p)
-        }
-        pub(super) fn file(&self, path: &str, data: &[u8]) {
-            let p = self.0.join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, data).unwrap();
-        }
-        pub(super) fn link(&self, path: &str, target: &str) {
-            let p = self.0.join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(target, p).unwrap();
-        }
-        pub(super) fn host(&self) -> Host {
-            Host::new(&self.0)
-        }
-    }
-    impl Drop for Root {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testkit::{process, Look, Root};
+    use headroom_core::{ProcessInfo, Snapshot};
 
     /// A /proc tree for a master (100) with two workers (101, 102), each
     /// holding a listener (inode 500), a reuseport pair (501, 502 on one
     /// address), a channel socketpair and 3 client connections.
     fn proc_tree(r: &Root, conf_arg: &str) {
-        r.file(
-            "/proc/100/cmdline",
-            format!("nginx: master process /usr/sbin/nginx {conf_arg}\0\0\0").as_bytes(),
-        );
-        r.file("/proc/100/stat", b"100 (nginx) S 1 100 100 0");
-        r.file("/proc/100/task/100/children", b"101 102 103 ");
+        r.process(100, "nginx")
+            .title(&format!("nginx: master process /usr/sbin/nginx {conf_arg}"))
+            .stat(1)
+            .children(&[101, 102, 103]);
         for w in [101u32, 102] {
-            r.file(
-                &format!("/proc/{w}/cmdline"),
-                b"nginx: worker process\0\0\0\0\0",
-            );
-            r.file(
-                &format!("/proc/{w}/stat"),
-                format!("{w} (nginx) S 100 100 100 0").as_bytes(),
-            );
-            for (fd, ino) in [
-                (4, 500),
-                (5, 501),
-                (6, 502),
-                (7, 600 + w as u64),
-                (9, 700 + w as u64),
-            ] {
-                r.link(&format!("/proc/{w}/fd/{fd}"), &format!("socket:[{ino}]"));
+            let p = r.process(w, "nginx");
+            p.title("nginx: worker process").stat(100);
+            for (fd, ino) in [(4, 500), (5, 501), (6, 502), (7, 600 + w), (9, 700 + w)] {
+                p.fd(fd, &format!("socket:[{ino}]"));
             }
-            r.link(&format!("/proc/{w}/fd/0"), "/dev/null");
-            r.file(
-                &format!("/proc/{w}/net/tcp"),
+            p.fd(0, "/dev/null");
+            p.file(
+                "net/tcp",
                 b"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 500 1\n   1: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 501 1\n   2: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 502 1\n   3: 0100007F:1F90 0100007F:D000 01 00000000:00000000 00:00000000 00000000     0        0 701 1\n",
             );
-            r.file(
-                &format!("/proc/{w}/net/unix"),
-                format!("Num       RefCount Protocol Flags    Type St Inode Path\n0000: 00000003 00000000 00000000 0001 03 {}\n", 600 + w).as_bytes(),
+            p.file(
+                "net/unix",
+                format!("Num       RefCount Protocol Flags    Type St Inode Path\n0000: 00000003 00000000 00000000 0001 03 {}\n", 600 + w),
             );
         }
-        r.file("/proc/103/cmdline", b"nginx: cache manager process\0");
-        r.file("/proc/103/stat", b"103 (nginx) S 100 100 100 0");
+        r.process(103, "nginx")
+            .title("nginx: cache manager process")
+            .stat(100);
     }
 
     fn proc_info(pid: u32, nofile: u64, open: u64, conns: u64) -> ProcessInfo {
-        ProcessInfo {
-            pid,
-            comm: "nginx".into(),
-            nofile_soft: Some(nofile),
-            nofile_hard: Some(nofile),
-            open_fds: open,
-            open_fds_peak: open,
-            connections: conns,
-            ..Default::default()
-        }
+        process(pid, "nginx", nofile, open, conns)
+    }
+
+    /// The processes of [`proc_tree`] as the snapshot sees them: the master
+    /// (nofile 20000, 10 fds open), then the two workers (11 fds open each).
+    fn master_and_workers(nofile: u64, conns: u64) -> Vec<ProcessInfo> {
+        vec![
+            proc_info(100, 20000, 10, 0),
+            proc_info(101, nofile, 11, conns),
+            proc_info(102, nofile, 11, conns),
+        ]
     }
 
     fn run(r: &Root, procs: Vec<ProcessInfo>) -> (AppInfo, u64, String) {
-        let mut snap = Snapshot {
+        let snap = Snapshot {
             processes: procs,
             ..Default::default()
         };
-        let opts = Options {
-            root: r.0.clone(),
-            live: false,
-            ..Options::default()
-        };
-        let host = r.host();
-        let seen = Seen {
-            snap: &snap,
-            main: &snap.processes[0],
-            cmdline: host.cmdline(100).unwrap(),
-            address: None,
-            opts: &opts,
-        };
-        let info = inspect(&seen, &host);
-        snap.app = Some(info.clone());
-        let p = predict(&snap, &ModelConfig::default());
-        (info, p.predicted_max_connections, p.binding)
+        Look::at(r.dir()).run(inspect, snap)
     }
 
     #[test]
@@ -420,14 +350,7 @@ mod tests {
         let r = Root::new("live");
         proc_tree(&r, "-c /n/nginx.conf");
         r.file("/n/nginx.conf", b"worker_processes 2;\nevents {\n  worker_connections 512;\n}\nhttp { server { listen 127.0.0.1:8080; listen 8081 reuseport; } }\n");
-        let (info, max, binding) = run(
-            &r,
-            vec![
-                proc_info(100, 20000, 10, 0),
-                proc_info(101, 20000, 11, 3),
-                proc_info(102, 20000, 11, 3),
-            ],
-        );
+        let (info, max, binding) = run(&r, master_and_workers(20000, 3));
         assert!(info.problems.is_empty(), "{:?}", info.problems);
         assert_eq!(info.connection_pids, vec![101, 102]);
         let cap = &info.caps[0];
@@ -447,14 +370,7 @@ mod tests {
         let r = Root::new("nofile");
         proc_tree(&r, "-p /n/ -c nginx.conf");
         r.file("/n/nginx.conf", b"worker_processes 2; worker_rlimit_nofile 300;\nevents { worker_connections 512; }\nhttp { server { listen 127.0.0.1:8080; } }\n");
-        let (info, max, binding) = run(
-            &r,
-            vec![
-                proc_info(100, 20000, 10, 0),
-                proc_info(101, 300, 11, 0),
-                proc_info(102, 300, 11, 0),
-            ],
-        );
+        let (info, max, binding) = run(&r, master_and_workers(300, 0));
         assert!(info.problems.is_empty(), "{:?}", info.problems);
         // The measured 578: 2 x (300 - 11).
         assert_eq!((max, binding.as_str()), (578, "nofile"));
@@ -484,14 +400,7 @@ mod tests {
     fn missing_configuration_falls_back_to_default_with_a_problem() {
         let r = Root::new("missing");
         proc_tree(&r, "-c /nope.conf");
-        let (info, max, _) = run(
-            &r,
-            vec![
-                proc_info(100, 20000, 10, 0),
-                proc_info(101, 20000, 11, 0),
-                proc_info(102, 20000, 11, 0),
-            ],
-        );
+        let (info, max, _) = run(&r, master_and_workers(20000, 0));
         assert_eq!(info.caps[0].source, CapSource::Default);
         assert_eq!(info.problems.len(), 1, "{:?}", info.problems);
         assert!(info.problems[0].starts_with("cannot read /nope.conf:"));

@@ -264,11 +264,11 @@ mod tests {
     use super::*;
     use crate::host::Host;
     use crate::nginx::load;
-    use crate::nginx::tests::{fixtures, s};
+    use crate::testkit::{fixtures, strings as s};
 
     #[test]
     fn fixture_with_glob_and_relative_includes_gives_exact_settings() {
-        let host = Host::new(&fixtures());
+        let host = Host::new(&fixtures("nginx"));
         let cfg = load(&host, "/etc/nginx/nginx.conf", None);
         assert!(cfg.problems.is_empty(), "{:?}", cfg.problems);
         assert_eq!(
@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn g_directives_come_first_and_count_as_command_line() {
-        let host = Host::new(&fixtures());
+        let host = Host::new(&fixtures("nginx"));
         let cfg = load(
             &host,
             "/etc/nginx/minimal.conf",

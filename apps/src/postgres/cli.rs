@@ -126,7 +126,8 @@ pub(super) fn data_dir(host: &Host, pm: u32, args: &Args, info: &mut AppInfo) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::tests::{proc_tree, run, s, Root};
+    use crate::postgres::tests::{proc_tree, run};
+    use crate::testkit::{strings as s, Root};
 
     #[test]
     fn command_line_options_in_every_spelling_last_wins() {
@@ -186,11 +187,12 @@ mod tests {
     fn data_dir_from_pgdata_or_cwd_and_opts_when_cmdline_is_empty() {
         let r = Root::new("pgdata");
         proc_tree(&r, "/usr/lib/postgresql/15/bin/postgres", "unlimited");
-        r.file("/proc/300/environ", b"HOME=/x\0PGDATA=/data\0");
+        r.process(300, "postgres")
+            .environ(b"HOME=/x\0PGDATA=/data\0");
         let (info, _, _) = run(&r);
         assert_eq!(info.caps[0].limit, 200);
-        std::fs::remove_file(r.0.join("proc/300/environ")).unwrap();
-        std::os::unix::fs::symlink(r.0.join("data"), r.0.join("proc/300/cwd")).unwrap();
+        std::fs::remove_file(r.path("/proc/300/environ")).unwrap();
+        r.link("/proc/300/cwd", r.path("/data"));
         let host = r.host();
         let mut info = AppInfo::default();
         let d = data_dir(&host, 300, &Args::default(), &mut info).unwrap();

@@ -361,8 +361,8 @@ pub fn resolve(host: &Host, args: &Args, data_dir: &str) -> Resolved {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::postgres::tests::{fixtures, s, Root};
     use crate::postgres::{int_setting, parse_args};
+    use crate::testkit::{fixtures, strings as s, Root};
     use headroom_core::AppInfo;
 
     #[test]
@@ -408,7 +408,7 @@ mod tests {
 
     #[test]
     fn fixture_include_dir_order_auto_conf_and_command_line_precedence() {
-        let host = Host::new(&fixtures());
+        let host = Host::new(&fixtures("postgres"));
         let r = resolve(&host, &Args::default(), "/data");
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(
@@ -452,7 +452,7 @@ mod tests {
 
     #[test]
     fn config_file_elsewhere_and_data_directory_setting_move_auto_conf() {
-        let host = Host::new(&fixtures());
+        let host = Host::new(&fixtures("postgres"));
         let args = parse_args(&s(&[
             "postgres",
             "-D",
@@ -481,7 +481,7 @@ mod tests {
         r.file("/g/postgresql.conf", &garbage);
         r.file(
             "/h/postgresql.conf",
-            &vec![b'#'; crate::host::MAX_FILE_BYTES as usize + 1],
+            vec![b'#'; crate::host::MAX_FILE_BYTES as usize + 1],
         );
         r.file(
             "/l/postgresql.conf",

@@ -143,7 +143,8 @@ pub fn process_limits(host: &Host, pm: u32, info: &mut AppInfo) -> Vec<ProcessLi
 
 #[cfg(test)]
 mod tests {
-    use crate::postgres::tests::{proc_tree, run, Root};
+    use crate::postgres::tests::{proc_tree, run};
+    use crate::testkit::Root;
 
     #[test]
     fn low_nproc_binds_at_limit_less_tasks_of_the_user() {

@@ -265,63 +265,21 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Options;
-    use headroom_core::{predict, ModelConfig, ProcessInfo, Snapshot};
-    use std::path::{Path, PathBuf};
-
-    /// Shared with the tests of conf.
-    pub(super) fn fixtures() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/postgres")
-    }
-
-    /// Shared with the tests of cli and conf.
-    pub(super) fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
-    }
-
-    /// A scratch root, removed on drop. Shared with the tests of cli, conf
-    /// and limits.
-    pub(super) struct Root(pub(super) PathBuf);
-    impl Root {
-        pub(super) fn new(tag: &str) -> Root {
-            let p =
-                std::env::temp_dir().join(format!("headroom-apps-pg-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            Root(p)
-        }
-        pub(super) fn file(&self, path: &str, data: &[u8]) {
-            let p = self.0.join(path.trim_start_matches('/'));
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, data).unwrap();
-        }
-        pub(super) fn host(&self) -> Host {
-            Host::new(&self.0)
-        }
-    }
-    impl Drop for Root {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testkit::{fixtures, process, Look, Root};
+    use headroom_core::Snapshot;
 
     /// /proc for a postmaster (300, uid 101) with 5 background processes, 3
     /// client backends, one connection still starting, and a process of
     /// another user; data directory /data of the fixtures copied in. Shared
     /// with the tests of cli and limits.
     pub(super) fn proc_tree(r: &Root, argv: &str, nproc: &str) {
-        let pm = argv.replace(' ', "\0");
-        r.file("/proc/300/cmdline", format!("{pm}\0").as_bytes());
-        r.file("/proc/300/stat", b"300 (postgres) S 1 300 300 0");
-        r.file(
-            "/proc/300/status",
-            b"Name:\tpostgres\nUid:\t101\t101\t101\t101\nThreads:\t1\n",
-        );
-        r.file(
-            "/proc/300/limits",
-            format!("Limit                     Soft Limit           Hard Limit           Units     \nMax processes             {nproc}                   {nproc}                   processes \n").as_bytes(),
-        );
-        r.file("/proc/300/cgroup", b"0::/system.slice/pg.service\n");
+        let uid = "101\t101\t101\t101";
+        let p = r.process(300, "postgres");
+        p.argv(argv)
+            .stat(1)
+            .status(&[("Uid", uid), ("Threads", "1")])
+            .limits(&[("Max processes", nproc, nproc, "processes")])
+            .file("cgroup", "0::/system.slice/pg.service\n");
         r.file("/sys/fs/cgroup/system.slice/pg.service/pids.max", b"500\n");
         r.file(
             "/sys/fs/cgroup/system.slice/pg.service/pids.current",
@@ -339,77 +297,44 @@ mod tests {
             (308, "postgres: postgres postgres [local] idle".into()),
             (309, argv.to_string()),
         ];
-        let ids: Vec<String> = kids.iter().map(|k| k.0.to_string()).collect();
-        r.file("/proc/300/task/300/children", ids.join(" ").as_bytes());
+        p.children(&kids.iter().map(|k| k.0).collect::<Vec<_>>());
         for (pid, title) in &kids {
-            r.file(
-                &format!("/proc/{pid}/cmdline"),
-                format!("{title}\0\0\0\0").as_bytes(),
-            );
-            r.file(
-                &format!("/proc/{pid}/stat"),
-                format!("{pid} (postgres) S 300 300 300 0").as_bytes(),
-            );
             let anon = if title.contains("idle") { 3000 } else { 2300 };
-            r.file(
-                &format!("/proc/{pid}/status"),
-                format!("Name:\tpostgres\nUid:\t101\t101\t101\t101\nThreads:\t1\nRssAnon:\t    {anon} kB\n").as_bytes(),
-            );
+            r.process(*pid, "postgres").title(title).stat(300).status(&[
+                ("Uid", uid),
+                ("Threads", "1"),
+                ("RssAnon", &format!("    {anon} kB")),
+            ]);
         }
-        r.file(
-            "/proc/400/status",
-            b"Name:\tbash\nUid:\t0\t0\t0\t0\nThreads:\t4\n",
-        );
-        r.file("/proc/400/stat", b"400 (bash) S 1 400 400 0");
+        r.process(400, "bash")
+            .stat(1)
+            .status(&[("Uid", "0\t0\t0\t0"), ("Threads", "4")]);
         r.file("/proc/loadavg", b"0.00 0.01 0.05 1/120 999\n");
         r.file("/proc/sys/kernel/pid_max", b"32768\n");
         r.file("/proc/sys/kernel/threads-max", b"192726\n");
         for f in ["postgresql.conf", "postgresql.auto.conf", "PG_VERSION"] {
-            let text = std::fs::read(fixtures().join("data").join(f)).unwrap();
+            let text = std::fs::read(fixtures("postgres").join("data").join(f)).unwrap();
             r.file(&format!("/data/{f}"), &text);
         }
         for f in ["01-first.conf", "10-second.conf", "9-last.conf"] {
             r.file(
                 &format!("/data/conf.d/{f}"),
-                &std::fs::read(fixtures().join("data/conf.d").join(f)).unwrap(),
+                std::fs::read(fixtures("postgres").join("data/conf.d").join(f)).unwrap(),
             );
         }
         r.file(
             "/data/sub/extra.conf",
-            &std::fs::read(fixtures().join("data/sub/extra.conf")).unwrap(),
+            std::fs::read(fixtures("postgres").join("data/sub/extra.conf")).unwrap(),
         );
     }
 
     /// Shared with the tests of cli and limits.
     pub(super) fn run(r: &Root) -> (AppInfo, u64, String) {
-        let mut snap = Snapshot {
-            processes: vec![ProcessInfo {
-                pid: 300,
-                comm: "postgres".into(),
-                nofile_soft: Some(1024),
-                nofile_hard: Some(1024),
-                open_fds: 12,
-                ..Default::default()
-            }],
+        let snap = Snapshot {
+            processes: vec![process(300, "postgres", 1024, 12, 0)],
             ..Default::default()
         };
-        let opts = Options {
-            root: r.0.clone(),
-            live: false,
-            ..Options::default()
-        };
-        let host = r.host();
-        let seen = Seen {
-            snap: &snap,
-            main: &snap.processes[0],
-            cmdline: host.cmdline(300).unwrap(),
-            address: None,
-            opts: &opts,
-        };
-        let info = inspect(&seen, &host);
-        snap.app = Some(info.clone());
-        let p = predict(&snap, &ModelConfig::default());
-        (info, p.predicted_max_connections, p.binding)
+        Look::at(r.dir()).run(inspect, snap)
     }
 
     #[test]

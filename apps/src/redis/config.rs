@@ -244,13 +244,12 @@ mod tests {
             ),
             ("/etc/redis/extra.conf", "maxclients 300\ninclude relative.conf\n"),
         ]);
-        let fc = read_config(&Host::new(&root), "/etc/redis/redis.conf");
+        let fc = read_config(&root.host(), "/etc/redis/redis.conf");
         assert_eq!(fc.maxclients, Some((300, "/etc/redis/extra.conf:1".into())));
         assert_eq!(fc.files.len(), 2);
         assert_eq!(fc.problems.len(), 2, "{:?}", fc.problems);
         assert!(fc.problems[0].contains("relative"));
         assert!(fc.problems[1].contains("/etc/redis/redis.conf:4: unbalanced quotes"));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
@@ -259,7 +258,7 @@ mod tests {
             "/r.conf",
             "maxclients 0\nmaxclients -5\nmaxclients 12 13\nmaxclients abc\ninclude /r.conf\n",
         )]);
-        let fc = read_config(&Host::new(&root), "/r.conf");
+        let fc = read_config(&root.host(), "/r.conf");
         assert_eq!(fc.maxclients, None);
         assert!(
             fc.problems.iter().any(|p| p.contains("deeper than")),
@@ -273,10 +272,9 @@ mod tests {
                 .count()
                 >= 4
         );
-        let missing = read_config(&Host::new(&root), "/nope.conf");
+        let missing = read_config(&root.host(), "/nope.conf");
         assert_eq!(missing.problems.len(), 1);
         assert!(missing.problems[0].starts_with("Redis configuration /nope.conf:"));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
@@ -284,10 +282,9 @@ mod tests {
         let mut junk: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
         junk.extend(b"\nmaxclients 42\n\"");
         let root = root_with(&[]);
-        std::fs::write(root.join("j.conf"), &junk).unwrap();
-        let fc = read_config(&Host::new(&root), "/j.conf");
+        root.file("/j.conf", &junk);
+        let fc = read_config(&root.host(), "/j.conf");
         assert_eq!(fc.maxclients.map(|m| m.0), Some(42));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

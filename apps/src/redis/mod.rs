@@ -343,11 +343,10 @@ fn live_cap(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Options;
-    use headroom_core::{predict, ModelConfig, ProcessInfo, Snapshot};
+    use crate::testkit::{prediction, process, Look, Root};
+    use headroom_core::Snapshot;
     use std::io::{Read, Write};
     use std::net::TcpListener;
-    use std::path::{Path, PathBuf};
     use std::time::Duration;
 
     const LIVE_7015: &[u8] =
@@ -355,21 +354,8 @@ mod tests {
     const NOAUTH_7015: &[u8] = include_bytes!("../../tests/fixtures/redis/noauth-7.0.15.resp");
 
     /// Shared with the tests of config.
-    pub(super) fn root_with(files: &[(&str, &str)]) -> PathBuf {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "headroom-apps-redis-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        for (p, text) in files {
-            let full = dir.join(p.trim_start_matches('/'));
-            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-            std::fs::write(full, text).unwrap();
-        }
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    pub(super) fn root_with(files: &[(&str, &str)]) -> Root {
+        Root::with("redis", files)
     }
 
     #[test]
@@ -399,47 +385,30 @@ mod tests {
 
     fn snap_with(soft: u64, conns: u64, open: u64) -> Snapshot {
         Snapshot {
-            processes: vec![ProcessInfo {
-                pid: 4242,
-                comm: "redis-server".into(),
-                nofile_soft: Some(soft),
-                nofile_hard: Some(soft),
-                open_fds: open,
-                open_fds_peak: open,
-                connections: conns,
-                ..Default::default()
-            }],
+            processes: vec![process(4242, "redis-server", soft, open, conns)],
             ..Default::default()
         }
     }
 
     fn run(
-        root: &Path,
+        root: &Root,
         snap: &Snapshot,
         addr: Option<SocketAddr>,
         password: Option<&str>,
     ) -> AppInfo {
-        let opts = Options {
-            root: root.to_path_buf(),
-            redis_password: password.map(String::from),
-            timeout: Duration::from_secs(2),
-            live: addr.is_some(),
-        };
-        let seen = Seen {
-            snap,
-            main: &snap.processes[0],
-            cmdline: vec!["/usr/bin/redis-server".into(), "127.0.0.1:6379".into()],
-            address: addr,
-            opts: &opts,
-        };
-        inspect(&seen, &Host::new(root))
+        Look::at(root.dir())
+            .cmdline("/usr/bin/redis-server 127.0.0.1:6379")
+            .address(addr)
+            .live(addr.is_some())
+            .password(password)
+            .inspect(inspect, snap)
     }
 
     #[test]
     fn live_maxclients_and_counts_make_predict_exact() {
         let root = root_with(&[("/tmp/hx/r.conf", "maxclients 500\n")]);
         let (addr, t) = fake(LIVE_7015);
-        let mut snap = snap_with(20000, 0, 6);
+        let snap = snap_with(20000, 0, 6);
         let info = run(&root, &snap, Some(addr), None);
         let asked = t.join().unwrap();
         assert!(asked.starts_with(
@@ -456,13 +425,11 @@ mod tests {
         assert_eq!(c.read_from, format!("CONFIG GET maxclients on {addr}"));
         assert!(c.remedy.contains("/tmp/hx/r.conf"), "{}", c.remedy);
         assert!(info.problems.is_empty(), "{:?}", info.problems);
-        snap.app = Some(info);
-        let p = predict(&snap, &ModelConfig::default());
+        let p = prediction(snap, info);
         assert_eq!(
             (p.predicted_max_connections, p.binding.as_str()),
             (500, "redis-maxclients")
         );
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
@@ -478,7 +445,7 @@ mod tests {
         );
         let (addr, t) = fake(reply);
         // 9 fds open when idle, as measured on 7.0.15.
-        let mut snap = snap_with(300, 0, 9);
+        let snap = snap_with(300, 0, 9);
         let info = run(&root, &snap, Some(addr), None);
         t.join().unwrap();
         let c = &info.caps[0];
@@ -490,21 +457,19 @@ mod tests {
             c.explanation
         );
         assert!(c.remedy.contains("at least 532"), "{}", c.remedy);
-        snap.app = Some(info);
-        let p = predict(&snap, &ModelConfig::default());
+        let p = prediction(snap, info);
         assert_eq!(
             (p.predicted_max_connections, p.binding.as_str()),
             (268, "redis-maxclients")
         );
         assert_eq!(p.constraint("nofile").unwrap().max_connections, 291);
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
     fn noauth_falls_back_to_the_default_config_file_and_says_so() {
         let root = root_with(&[("/etc/redis/redis.conf", "maxclients 500\n")]);
         let (addr, t) = fake(NOAUTH_7015);
-        let mut snap = snap_with(20000, 7, 20);
+        let snap = snap_with(20000, 7, 20);
         let info = run(&root, &snap, Some(addr), None);
         t.join().unwrap();
         let c = &info.caps[0];
@@ -513,12 +478,7 @@ mod tests {
         assert_eq!(info.connections, None);
         assert!(info.problems[0].contains("NOAUTH"), "{:?}", info.problems);
         assert!(!info.problems[0].contains("s3cret"));
-        snap.app = Some(info);
-        assert_eq!(
-            predict(&snap, &ModelConfig::default()).predicted_max_connections,
-            500
-        );
-        std::fs::remove_dir_all(root).unwrap();
+        assert_eq!(prediction(snap, info).predicted_max_connections, 500);
     }
 
     #[test]
@@ -538,7 +498,6 @@ mod tests {
         assert_eq!(info.connections, Some(3));
         let all = format!("{info:?}");
         assert!(!all.contains("s3cret"));
-        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
@@ -555,6 +514,5 @@ mod tests {
             "{:?}",
             info.problems
         );
-        std::fs::remove_dir_all(root).unwrap();
     }
 }
