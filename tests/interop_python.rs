@@ -54,7 +54,14 @@ fn check(v: &serde_json::Value, version: &str) {
     assert_eq!(v["server_name"], "headroom", "{v}");
     assert_eq!(
         v["tools"],
-        serde_json::json!(["advise", "echo", "host_capacity", "listeners", "preflight_check", "service_capacity"]),
+        serde_json::json!([
+            "advise",
+            "echo",
+            "host_capacity",
+            "listeners",
+            "preflight_check",
+            "service_capacity"
+        ]),
         "{v}"
     );
     assert_eq!(v["echo"], serde_json::json!(["hello interop"]));

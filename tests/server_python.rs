@@ -50,7 +50,14 @@ fn drive(mode: &str) -> serde_json::Value {
 fn check_common(v: &serde_json::Value) {
     assert_eq!(
         v["tools"],
-        serde_json::json!(["host_capacity", "service_capacity", "advise", "listeners", "preflight_check", "echo"])
+        serde_json::json!([
+            "host_capacity",
+            "service_capacity",
+            "advise",
+            "listeners",
+            "preflight_check",
+            "echo"
+        ])
     );
     assert_eq!(v["echo"], "from python");
     assert_eq!(v["echo_is_error"], false);

@@ -22,7 +22,14 @@ async fn exercise(client: &rmcp::service::RunningService<rmcp::RoleClient, ()>) 
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     assert_eq!(
         names,
-        ["host_capacity", "service_capacity", "advise", "listeners", "preflight_check", "echo"]
+        [
+            "host_capacity",
+            "service_capacity",
+            "advise",
+            "listeners",
+            "preflight_check",
+            "echo"
+        ]
     );
 
     let r = client

@@ -91,10 +91,7 @@ fn redis_under_a_low_nofile_lowers_its_own_cap() {
     assert_eq!(u(&doc["predicted_max_connections"]), 268);
     let c = cap(&doc, "redis-maxclients");
     assert_eq!(c["source"], "derived");
-    assert!(
-        c["explanation"].as_str().unwrap().contains("300"),
-        "{c}"
-    );
+    assert!(c["explanation"].as_str().unwrap().contains("300"), "{c}");
     assert_eq!(real::redis::maxclients(r.addr, None), 268);
 }
 
@@ -107,7 +104,10 @@ fn redis_with_a_password_it_was_not_given_is_read_from_its_file() {
     let out = status::status(&["--port", &r.port().to_string(), "--json"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("s3cret-pw"), "the password must never be printed");
+    assert!(
+        !text.contains("s3cret-pw"),
+        "the password must never be printed"
+    );
     let doc: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["binding"], "redis-maxclients", "{doc}");
     assert_eq!(u(&doc["predicted_max_connections"]), 500);
@@ -202,15 +202,17 @@ fn an_unknown_server_says_kernel_limits_only() {
     // This test process is the server: not one headroom knows.
     let doc = status_json(&["--port", &port.to_string()]);
     assert_eq!(doc["app"]["kind"], "unknown");
-    let comm = doc["snapshot"]["processes"][0]["comm"].as_str().unwrap().to_string();
+    let comm = doc["snapshot"]["processes"][0]["comm"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         doc["application"],
         format!("application limit unknown for {comm}: kernel limits only")
     );
     assert_eq!(doc["binding"], "nofile");
     let out = status::status(&["--port", &port.to_string()]);
-    assert!(String::from_utf8_lossy(&out.stdout)
-        .contains("application limit unknown for"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("application limit unknown for"));
 }
 
 #[test]

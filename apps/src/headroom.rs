@@ -138,7 +138,10 @@ mod tests {
             .run(inspect, snap);
         assert_eq!(info.connection_pids, vec![101, 102]);
         assert_eq!(info.caps[0].limit, 1000);
-        assert_eq!(info.caps[0].read_from, "--max-connections 1000 in pid 100's command line");
+        assert_eq!(
+            info.caps[0].read_from,
+            "--max-connections 1000 in pid 100's command line"
+        );
         assert_eq!((max, binding.as_str()), (1000, "headroom-max-connections"));
     }
 }

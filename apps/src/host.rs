@@ -56,7 +56,11 @@ impl Host {
     /// The target of /proc/PID/exe (empty where it cannot be read).
     pub fn exe(&self, pid: u32) -> Option<String> {
         let p = std::fs::read_link(self.path(&format!("/proc/{pid}/exe"))).ok()?;
-        Some(p.to_string_lossy().trim_end_matches(" (deleted)").to_string())
+        Some(
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string(),
+        )
     }
 
     /// Fields of /proc/PID/stat after the comm: (state, ppid, ...).
@@ -89,7 +93,10 @@ impl Host {
         if let Ok(s) =
             std::fs::read_to_string(self.path(&format!("/proc/{pid}/task/{pid}/children")))
         {
-            return s.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            return s
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
         }
         self.pids()
             .into_iter()
@@ -111,7 +118,11 @@ impl Host {
         let s = std::fs::read_to_string(self.path(&format!("/proc/{pid}/limits"))).ok()?;
         let line = s.lines().find(|l| l.starts_with(row))?;
         let v = line[row.len()..].split_whitespace().next()?;
-        Some(if v == "unlimited" { None } else { v.parse().ok() })
+        Some(if v == "unlimited" {
+            None
+        } else {
+            v.parse().ok()
+        })
     }
 
     /// One number from a file such as /proc/sys/kernel/pid_max.
@@ -184,8 +195,14 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(flag_value(&c, "-c", Some("--conn-limit")).as_deref(), Some("1024"));
-        assert_eq!(flag_value(&c, "-p", Some("--port")).as_deref(), Some("11211"));
+        assert_eq!(
+            flag_value(&c, "-c", Some("--conn-limit")).as_deref(),
+            Some("1024")
+        );
+        assert_eq!(
+            flag_value(&c, "-p", Some("--port")).as_deref(),
+            Some("11211")
+        );
         assert_eq!(flag_value(&c, "-m", None), None);
     }
 
@@ -196,6 +213,9 @@ mod tests {
         let h = r.host();
         let e = h.read("/big.conf").unwrap_err();
         assert!(e.contains("larger than"), "{e}");
-        assert!(h.read("/missing.conf").unwrap_err().starts_with("/missing.conf:"));
+        assert!(h
+            .read("/missing.conf")
+            .unwrap_err()
+            .starts_with("/missing.conf:"));
     }
 }

@@ -101,7 +101,11 @@ pub fn recognise(comm: &str, exe: &str, cmdline: &[String]) -> Option<Kind> {
         .next()
         .unwrap_or("");
     let names = [comm, exe_base, arg0_base];
-    let is = |n: &str| names.iter().any(|x| *x == n || x.trim_end_matches(':') == n);
+    let is = |n: &str| {
+        names
+            .iter()
+            .any(|x| *x == n || x.trim_end_matches(':') == n)
+    };
     if is("nginx") {
         Some(Kind::Nginx)
     } else if is("haproxy") {
@@ -200,30 +204,64 @@ mod tests {
     #[test]
     fn recognises_by_comm_exe_or_title() {
         assert_eq!(
-            recognise("nginx", "/usr/sbin/nginx", &args("nginx: master process /usr/sbin/nginx -c /tmp/n.conf")),
+            recognise(
+                "nginx",
+                "/usr/sbin/nginx",
+                &args("nginx: master process /usr/sbin/nginx -c /tmp/n.conf")
+            ),
             Some(Kind::Nginx)
         );
         assert_eq!(
-            recognise("redis-server", "/usr/bin/redis-check-rdb", &args("/usr/bin/redis-server 127.0.0.1:6379")),
+            recognise(
+                "redis-server",
+                "/usr/bin/redis-check-rdb",
+                &args("/usr/bin/redis-server 127.0.0.1:6379")
+            ),
             Some(Kind::Redis)
         );
         assert_eq!(
-            recognise("valkey-server", "/usr/bin/valkey-server", &args("valkey-server *:6379")),
+            recognise(
+                "valkey-server",
+                "/usr/bin/valkey-server",
+                &args("valkey-server *:6379")
+            ),
             Some(Kind::Valkey)
         );
         assert_eq!(
-            recognise("postgres", "/usr/lib/postgresql/15/bin/postgres", &args("/usr/lib/postgresql/15/bin/postgres -D /d")),
+            recognise(
+                "postgres",
+                "/usr/lib/postgresql/15/bin/postgres",
+                &args("/usr/lib/postgresql/15/bin/postgres -D /d")
+            ),
             Some(Kind::Postgres)
         );
         assert_eq!(
-            recognise("beam.smp", "/usr/lib/erlang/erts-13.1.5/bin/beam.smp", &args("/usr/lib/erlang/erts-13.1.5/bin/beam.smp -Q 1024 --")),
+            recognise(
+                "beam.smp",
+                "/usr/lib/erlang/erts-13.1.5/bin/beam.smp",
+                &args("/usr/lib/erlang/erts-13.1.5/bin/beam.smp -Q 1024 --")
+            ),
             Some(Kind::Beam)
         );
         assert_eq!(
-            recognise("headroom", "/usr/bin/headroom", &args("headroom serve --port 1")),
+            recognise(
+                "headroom",
+                "/usr/bin/headroom",
+                &args("headroom serve --port 1")
+            ),
             Some(Kind::Headroom)
         );
-        assert_eq!(recognise("headroom", "/usr/bin/headroom", &args("headroom flood")), None);
-        assert_eq!(recognise("python3", "/usr/bin/python3.11", &args("python3 -m http.server")), None);
+        assert_eq!(
+            recognise("headroom", "/usr/bin/headroom", &args("headroom flood")),
+            None
+        );
+        assert_eq!(
+            recognise(
+                "python3",
+                "/usr/bin/python3.11",
+                &args("python3 -m http.server")
+            ),
+            None
+        );
     }
 }

@@ -75,13 +75,15 @@ pub trait SetTimeout {
 
 impl SetTimeout for TcpStream {
     fn set_read_deadline(&mut self, left: Duration) {
-        self.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok();
+        self.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok();
     }
 }
 
 impl SetTimeout for std::os::unix::net::UnixStream {
     fn set_read_deadline(&mut self, left: Duration) {
-        self.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok();
+        self.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok();
     }
 }
 
@@ -102,7 +104,10 @@ mod tests {
             let (_silent, _) = l.accept().unwrap();
             std::thread::sleep(Duration::from_millis(300));
         });
-        let r = exchange(addr, b"PING", Duration::from_secs(2), |b| b.ends_with(b"\r\n")).unwrap();
+        let r = exchange(addr, b"PING", Duration::from_secs(2), |b| {
+            b.ends_with(b"\r\n")
+        })
+        .unwrap();
         assert_eq!(r, b"+PONG\r\n");
         let e = exchange(addr, b"PING", Duration::from_millis(100), |b| !b.is_empty()).unwrap_err();
         assert!(e.contains("timeout"), "{e}");

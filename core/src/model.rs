@@ -173,7 +173,10 @@ impl NextWall {
                 "{} at {} connections, reached with {n} processes like these",
                 self.constraint, self.max_connections
             ),
-            (None, None) => format!("{} at {} connections", self.constraint, self.max_connections),
+            (None, None) => format!(
+                "{} at {} connections",
+                self.constraint, self.max_connections
+            ),
         }
     }
 }
@@ -254,7 +257,9 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
         let remedy = if soft.is_some() && soft == hard {
             format!("soft = hard: raise the hard limit (LimitNOFILE=, limits.d; needs CAP_SYS_RESOURCE) or {workers}")
         } else {
-            format!("raise the soft limit up to the hard limit (prlimit, LimitNOFILE=) or {workers}")
+            format!(
+                "raise the soft limit up to the hard limit (prlimit, LimitNOFILE=) or {workers}"
+            )
         };
         cs.push(constraint(
             "nofile",
@@ -755,7 +760,10 @@ mod tests {
         // 10 pages left, a page of buffers per connection.
         assert_eq!(p.predicted_max_connections, 1010);
         let c = p.binding_constraint().unwrap();
-        assert_eq!((c.unit.as_str(), c.limit, c.used), ("bytes", 300 * 4096, 290 * 4096));
+        assert_eq!(
+            (c.unit.as_str(), c.limit, c.used),
+            ("bytes", 300 * 4096, 290 * 4096)
+        );
     }
 
     #[test]
@@ -809,8 +817,15 @@ mod tests {
         let f = both.constraint("file-max").unwrap();
         assert_eq!(f.per_connection, 2);
         assert_eq!(f.max_connections, 1000 + 96_000 / 2);
-        assert_eq!(alone.constraint("file-max").unwrap().max_connections, 97_000);
-        assert!(f.explanation.contains("both ends on this host"), "{}", f.explanation);
+        assert_eq!(
+            alone.constraint("file-max").unwrap().max_connections,
+            97_000
+        );
+        assert!(
+            f.explanation.contains("both ends on this host"),
+            "{}",
+            f.explanation
+        );
         let m = both.constraint("memory").unwrap();
         assert_eq!(m.per_connection, 1600 + 2 * 2400);
         let t = both.constraint("tcp-mem").unwrap();

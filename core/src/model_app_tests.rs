@@ -112,7 +112,13 @@ fn nginx_master_holds_no_connection_and_worker_connections_bind() {
         "nginx",
         vec![AppCap {
             scope: Scope::Process,
-            ..cap("nginx-worker-connections", "worker_connections", 1024, None, 4)
+            ..cap(
+                "nginx-worker-connections",
+                "worker_connections",
+                1024,
+                None,
+                4,
+            )
         }],
     );
     a.connection_pids = vec![11, 12];
@@ -140,7 +146,13 @@ fn a_low_worker_nofile_binds_before_worker_connections() {
         "nginx",
         vec![AppCap {
             scope: Scope::Process,
-            ..cap("nginx-worker-connections", "worker_connections", 1024, None, 4)
+            ..cap(
+                "nginx-worker-connections",
+                "worker_connections",
+                1024,
+                None,
+                4,
+            )
         }],
     );
     a.connection_pids = vec![11, 12];
@@ -173,7 +185,13 @@ fn postgres_reserves_superuser_slots_and_ignores_the_postmasters_table() {
     let mut s = host(vec![process(30, "postgres", 1000, 12, 0)]);
     let mut a = app(
         "postgres",
-        vec![cap("postgres-max-connections", "max_connections", 100, Some(10), 3)],
+        vec![cap(
+            "postgres-max-connections",
+            "max_connections",
+            100,
+            Some(10),
+            3,
+        )],
     );
     a.connections = Some(10);
     a.process_per_connection = true;
@@ -193,7 +211,13 @@ fn a_process_limit_binds_a_server_with_a_process_per_connection() {
     let mut s = host(vec![process(30, "postgres", 1000, 12, 0)]);
     let mut a = app(
         "postgres",
-        vec![cap("postgres-max-connections", "max_connections", 100, Some(0), 3)],
+        vec![cap(
+            "postgres-max-connections",
+            "max_connections",
+            100,
+            Some(0),
+            3,
+        )],
     );
     a.connections = Some(0);
     a.process_per_connection = true;
@@ -225,7 +249,11 @@ fn an_unknown_server_gets_kernel_limits_only_and_says_so() {
         s.app.as_ref().unwrap().summary(),
         "application limit unknown for python3: kernel limits only"
     );
-    assert!(p.binding_constraint().unwrap().remedy.contains("serve --workers"));
+    assert!(p
+        .binding_constraint()
+        .unwrap()
+        .remedy
+        .contains("serve --workers"));
 }
 
 #[test]
@@ -241,7 +269,11 @@ fn a_known_server_whose_cap_could_not_be_read_still_gets_a_prediction() {
         s.app.as_ref().unwrap().summary(),
         "redis (redis): its connection cap could not be read: kernel limits only"
     );
-    assert!(!p.binding_constraint().unwrap().remedy.contains("serve --workers"));
+    assert!(!p
+        .binding_constraint()
+        .unwrap()
+        .remedy
+        .contains("serve --workers"));
 }
 
 #[test]
@@ -263,5 +295,8 @@ fn a_tcp_proxys_upstream_connections_are_not_clients() {
     // The server's own count, when it gives one, is taken as it is.
     a.connections = Some(100);
     s.app = Some(a);
-    assert_eq!(predict(&s, &ModelConfig::default()).predicted_max_connections, 743);
+    assert_eq!(
+        predict(&s, &ModelConfig::default()).predicted_max_connections,
+        743
+    );
 }

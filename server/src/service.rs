@@ -135,7 +135,10 @@ mod tests {
 
     #[test]
     fn target_is_exactly_one_of_port_or_pid() {
-        assert_eq!(target_of(&args(json!({"port": 6379}))), Ok(Target::Port(6379)));
+        assert_eq!(
+            target_of(&args(json!({"port": 6379}))),
+            Ok(Target::Port(6379))
+        );
         assert_eq!(target_of(&args(json!({"pid": 42}))), Ok(Target::Pid(42)));
         assert!(target_of(&args(json!({"port": 0}))).is_err());
         assert!(target_of(&args(json!({"port": 70000}))).is_err());
@@ -147,7 +150,13 @@ mod tests {
     #[test]
     fn port_uri_shapes() {
         assert!(read_port_resource("headroom://capacity").is_none());
-        assert!(matches!(read_port_resource("headroom://port/abc"), Some(Err(_))));
-        assert!(matches!(read_port_resource("headroom://port/0"), Some(Err(_))));
+        assert!(matches!(
+            read_port_resource("headroom://port/abc"),
+            Some(Err(_))
+        ));
+        assert!(matches!(
+            read_port_resource("headroom://port/0"),
+            Some(Err(_))
+        ));
     }
 }

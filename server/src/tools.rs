@@ -74,7 +74,11 @@ fn preflight_report(
     }
     let mut report = pf::check(profile, &readings);
     // What the next boot sets, and who else writes these keys.
-    pf::boot::annotate(&mut report, profile, &pf::boot::verdict::read(&root, None, None));
+    pf::boot::annotate(
+        &mut report,
+        profile,
+        &pf::boot::verdict::read(&root, None, None),
+    );
     Ok(report)
 }
 

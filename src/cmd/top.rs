@@ -118,7 +118,6 @@ pub fn run(args: Args) -> CmdResult {
     Ok(ExitCode::SUCCESS)
 }
 
-
 /// `--once`: the dashboard's content after two samples, as JSON.
 fn once(source: &mut dyn Source, options: RunOptions) -> CmdResult {
     let mut app = App::new(source.describe(), options.config);

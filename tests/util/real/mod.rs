@@ -89,9 +89,7 @@ impl Running {
     pub fn start(mut cmd: Command, addr: SocketAddr, scratch: Scratch) -> Running {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
         let pid = child.id();
         let r = Running {
             child,
