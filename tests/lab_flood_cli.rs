@@ -115,7 +115,7 @@ fn flood_refuses_unsafe_targets_and_bounds() {
     let (code, err) = run(&["--target", "192.0.2.1:80", "--allow-netns-target"]);
     assert_eq!(code, Some(3));
     assert!(err.contains("host's network namespace"), "{err}");
-    let (code, err) = run(&["--target", "127.0.0.1:9", "-n", "1000000"]);
+    let (code, err) = run(&["--target", "127.0.0.1:9", "-n", "2000000"]);
     assert_eq!(code, Some(3));
     assert!(err.contains("--connections must be"), "{err}");
     let (code, err) = run(&["--target", "[::1]:9", "--sources", "2"]);

@@ -137,7 +137,7 @@ pub(crate) async fn ping(s: &mut Session, spec: &WorkerSpec, st: &Shared) -> boo
             .map_err(|e| Failure::from_io(&e))?;
         read_line(s).await
     };
-    let r = timeout(Duration::from_millis(spec.timeout_ms), r)
+    let r = timeout(spec.check_timeout(), r)
         .await
         .unwrap_or_else(|_| Err(Failure::new(FailureKind::Timeout, "ping timed out")));
     let mut g = st.borrow_mut();

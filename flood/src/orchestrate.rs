@@ -181,6 +181,7 @@ impl Plan {
                 bomb_ms: self.bomb.as_millis() as u64,
                 window: self.window.max(1),
                 ping: self.ping,
+                total_connections: self.connections,
                 raise_nofile: true,
                 proto: self.proto.clone(),
             })

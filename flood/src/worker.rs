@@ -190,17 +190,32 @@ pub fn run(
             let sessions = st.borrow().opened - st.borrow().dropped;
             st.borrow_mut().ping.sessions = sessions;
             let _ = phase_tx.send(Phase::Ping);
-            // Every session is checked at once: beside the reply timeout,
-            // allow 100 us per session for this worker (and the server) to
-            // write and read them all, or a big hold reports sessions as
-            // silent that were only queued behind their siblings.
+            // Every session of every worker is checked at once: each check
+            // waits for the server's turn through all of them
+            // (`check_timeout`), and the phase a little longer for this
+            // worker to write and read its own.
             let deadline = Instant::now()
-                + Duration::from_millis(spec.timeout_ms.max(1000)) * 2
+                + spec.check_timeout()
+                + Duration::from_millis(spec.timeout_ms.max(1000))
                 + Duration::from_micros(100) * sessions as u32;
             wait_quiet(&st, deadline, |s| {
                 s.ping.replies + s.ping.failed >= s.ping.sessions
             })
             .await;
+            // A check still unanswered now proves nothing: it is not held.
+            let mut g = st.borrow_mut();
+            let silent = g
+                .ping
+                .sessions
+                .saturating_sub(g.ping.replies + g.ping.failed);
+            if silent > 0 {
+                g.ping.failed += silent;
+                g.dropped += silent;
+                g.failures.record(&Failure::new(
+                    FailureKind::Timeout,
+                    format!("{silent} end checks unanswered when the check phase ended"),
+                ));
+            }
         }
         report(&snapshot(
             &spec, &st, attempted, stop, open_ms, nofile, true,
@@ -439,7 +454,7 @@ async fn check(
 ) -> bool {
     let t0 = Instant::now();
     let r = match proto {
-        Some(p) => session::check(s, p, spec.timeout_ms).await,
+        Some(p) => session::check(s, p, spec.check_timeout().as_millis() as u64).await,
         None => session::still_open(s, None),
     };
     let mut g = st.borrow_mut();

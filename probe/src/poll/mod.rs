@@ -43,6 +43,9 @@ pub struct PollSource {
     process_bytes_per_connection: u64,
     kernel_memory: Option<KernelMemory>,
     resync: Option<Duration>,
+    /// With `resync`: full passes at most once per this many times their
+    /// own cost (0: at the fixed period).
+    resync_per_cost: u32,
     last_full: Option<FullPass>,
     passes: Passes,
 }
@@ -58,6 +61,8 @@ pub struct Passes {
 #[derive(Debug, Clone)]
 struct FullPass {
     at: Instant,
+    /// What the full pass cost (wall time).
+    cost: Duration,
     target: Target,
     port: Option<u16>,
     netns: String,
@@ -82,6 +87,7 @@ impl PollSource {
                 .process_bytes,
             kernel_memory: None,
             resync: None,
+            resync_per_cost: 0,
             last_full: None,
             passes: Passes::default(),
         }
@@ -91,6 +97,15 @@ impl PollSource {
     /// refreshing cheaply in between; see [`PollSource::snapshot`].
     pub fn incremental(mut self, resync: Duration) -> PollSource {
         self.resync = Some(resync);
+        self
+    }
+
+    /// Stretches the resync period to `factor` times what the last full
+    /// pass cost, when that is longer: a full pass reads every descriptor of
+    /// the target and dumps every TCP socket of the namespace, seconds of CPU
+    /// at a million sockets, and every worker of a big service samples.
+    pub fn resync_per_cost(mut self, factor: u32) -> PollSource {
+        self.resync_per_cost = factor;
         self
     }
 
@@ -131,6 +146,7 @@ impl PollSource {
     /// - the kernel memory measurement (slabinfo is re-read at full passes).
     pub fn snapshot(&mut self, target: &Target) -> Result<Snapshot, Error> {
         if let (Some(every), Some(full)) = (self.resync, self.last_full.take()) {
+            let every = resync_after(every, full.cost, self.resync_per_cost);
             if full.target == *target && full.at.elapsed() < every {
                 // Anything unexpected (even an error) falls back to a full
                 // pass, which then reports it properly.
@@ -141,7 +157,9 @@ impl PollSource {
                 }
             }
         }
+        let started = Instant::now();
         let snap = self.full(target)?;
+        let cost = started.elapsed();
         self.passes.full += 1;
         if self.resync.is_some() {
             let port = match target {
@@ -150,6 +168,7 @@ impl PollSource {
             };
             self.last_full = Some(FullPass {
                 at: Instant::now(),
+                cost,
                 target: target.clone(),
                 port,
                 netns: snap.netns.clone(),
@@ -338,6 +357,12 @@ impl PollSource {
         snap.system = system;
         Ok(snap)
     }
+}
+
+/// The period after which a full pass is taken again: the fixed period, or
+/// `factor` times what the last one cost when that is longer.
+pub fn resync_after(every: Duration, cost: Duration, factor: u32) -> Duration {
+    every.max(cost.saturating_mul(factor))
 }
 
 /// Fills the snapshot's processes (with their connection counts), the
@@ -583,6 +608,17 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resync_stretches_with_the_cost_of_a_full_pass() {
+        let min = Duration::from_secs(60);
+        assert_eq!(resync_after(min, Duration::from_millis(20), 1000), min);
+        assert_eq!(
+            resync_after(min, Duration::from_millis(1500), 1000),
+            Duration::from_secs(1500)
+        );
+        assert_eq!(resync_after(min, Duration::from_secs(5), 0), min);
+    }
 
     fn sock(state: TcpState, local: &str, remote: &str, q: (u32, u32), inode: u64) -> DiagSocket {
         DiagSocket {
