@@ -290,6 +290,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("`{s}` is not a duration (10s, 500ms, 2m): {e}"))
 }
 
+/// The server's time to answer one end check when every held connection
+/// is checked at once: a million MCP pings over two shared cores took 26 s
+/// (25 us each), so 50 us leaves room.
+pub const CHECK_PER_CONNECTION: Duration = Duration::from_micros(50);
+
+impl WorkerSpec {
+    /// How long one end check may wait for its answer: the per-attempt
+    /// timeout plus the server's turn through every check sent at once.
+    pub fn check_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+            + CHECK_PER_CONNECTION * self.total_connections.min(u32::MAX as u64) as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,19 +402,5 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1").is_err());
-    }
-}
-
-/// The server's time to answer one end check when every held connection
-/// is checked at once: a million MCP pings over two shared cores took 26 s
-/// (25 us each), so 50 us leaves room.
-pub const CHECK_PER_CONNECTION: Duration = Duration::from_micros(50);
-
-impl WorkerSpec {
-    /// How long one end check may wait for its answer: the per-attempt
-    /// timeout plus the server's turn through every check sent at once.
-    pub fn check_timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-            + CHECK_PER_CONNECTION * self.total_connections.min(u32::MAX as u64) as u32
     }
 }
