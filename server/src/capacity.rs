@@ -161,9 +161,12 @@ pub struct Sampler {
 impl Sampler {
     pub fn new() -> Sampler {
         Sampler {
+            // The server counts its connections itself: a full pass need
+            // not dump every socket of the host to count them again.
             poll: headroom_probe::poll::PollSource::new()
                 .incremental(SAMPLER_RESYNC)
-                .resync_per_cost(SAMPLER_RESYNC_PER_COST),
+                .resync_per_cost(SAMPLER_RESYNC_PER_COST)
+                .listeners_only(),
         }
     }
 

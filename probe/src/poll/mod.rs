@@ -46,6 +46,8 @@ pub struct PollSource {
     /// With `resync`: full passes at most once per this many times their
     /// own cost (0: at the fixed period).
     resync_per_cost: u32,
+    /// Full passes dump listeners only (the caller counts its connections).
+    listeners_only: bool,
     last_full: Option<FullPass>,
     passes: Passes,
 }
@@ -88,6 +90,7 @@ impl PollSource {
             kernel_memory: None,
             resync: None,
             resync_per_cost: 0,
+            listeners_only: false,
             last_full: None,
             passes: Passes::default(),
         }
@@ -106,6 +109,16 @@ impl PollSource {
     /// at a million sockets, and every worker of a big service samples.
     pub fn resync_per_cost(mut self, factor: u32) -> PollSource {
         self.resync_per_cost = factor;
+        self
+    }
+
+    /// For a caller that counts its own connections (the server's sampler):
+    /// full passes of a pid target dump only the namespace's listeners, not
+    /// every TCP socket, so connections and socket states other than LISTEN
+    /// are left for the caller. At a million sessions the full dump is two
+    /// million sockets for each worker that samples.
+    pub fn listeners_only(mut self) -> PollSource {
+        self.listeners_only = true;
         self
     }
 
@@ -321,10 +334,15 @@ impl PollSource {
             }
             None => {
                 let base = system.clone();
+                let query = if self.listeners_only {
+                    diag::Query::listeners(None)
+                } else {
+                    diag::Query::all()
+                };
                 let read = move || -> Result<(SystemLimits, Vec<DiagSocket>), Error> {
                     let mut s = base;
                     sysctl::read_net(&mut s)?;
-                    Ok((s, diag::dump_tcp()?))
+                    Ok((s, diag::dump(query)?))
                 };
                 if netns == own_netns {
                     read()?
