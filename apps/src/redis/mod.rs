@@ -171,6 +171,34 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
     } else {
         format!("raise maxclients in {path} (CONFIG SET maxclients N lasts until restart)")
     };
+    // Refused at its cap, the server has told the one number that matters:
+    // it holds exactly maxclients clients now. That beats a file, which may
+    // not be the one it loaded (`--maxclients` on a command line Redis then
+    // rewrote).
+    let held = seen.snap.connections();
+    if let (Some((addr, LiveError::AtCap(_))), true) = (&live_err, held > 0) {
+        if held != limit {
+            info.notes.push(format!(
+                "{read_from} says maxclients {limit}, but {product} refused headroom's query while holding {held} clients: {held} is what it runs with"
+            ));
+        }
+        info.caps.push(AppCap {
+            name: cap_name(valkey),
+            scope: Scope::System,
+            setting: "maxclients".into(),
+            limit: held,
+            used: None,
+            reserve: 0,
+            per_connection: 1,
+            source: CapSource::Derived,
+            read_from: format!("{product} on {addr} refused a query at its cap while holding {held} clients"),
+            explanation: format!(
+                "maxclients {held}: {product} is at its cap, refusing new clients (-ERR max number of clients reached)"
+            ),
+            remedy,
+        });
+        return info;
+    }
     info.caps.push(AppCap {
         name: cap_name(valkey),
         scope: Scope::System,
@@ -463,6 +491,34 @@ mod tests {
             (268, "redis-maxclients")
         );
         assert_eq!(p.constraint("nofile").unwrap().max_connections, 291);
+    }
+
+    #[test]
+    fn refused_at_its_cap_the_clients_it_holds_are_its_maxclients() {
+        // Started with --maxclients 50 (its title no longer shows it); the
+        // packaged file says 10000 by default.
+        let root = root_with(&[("/etc/redis/redis.conf", "port 6379\n")]);
+        let (addr, t) = fake(b"-ERR max number of clients reached\r\n");
+        let snap = snap_with(20000, 50, 60);
+        let info = run(&root, &snap, Some(addr), None);
+        t.join().unwrap();
+        let c = &info.caps[0];
+        assert_eq!((c.limit, c.source), (50, CapSource::Derived));
+        assert!(
+            c.read_from.contains("holding 50 clients"),
+            "{}",
+            c.read_from
+        );
+        assert!(
+            info.notes.iter().any(|n| n.contains("maxclients 10000")),
+            "{:?}",
+            info.notes
+        );
+        let p = prediction(snap, info);
+        assert_eq!(
+            (p.predicted_max_connections, p.binding.as_str()),
+            (50, "redis-maxclients")
+        );
     }
 
     #[test]
