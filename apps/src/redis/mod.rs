@@ -190,7 +190,8 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
             used: None,
             reserve: 0,
             per_connection: 1,
-            source: CapSource::Derived,
+            // Seen live: the server's own refusal, not a file.
+            source: CapSource::Live,
             read_from: format!("{product} on {addr} refused a query at its cap while holding {held} clients"),
             explanation: format!(
                 "maxclients {held}: {product} is at its cap, refusing new clients (-ERR max number of clients reached)"
@@ -503,7 +504,7 @@ mod tests {
         let info = run(&root, &snap, Some(addr), None);
         t.join().unwrap();
         let c = &info.caps[0];
-        assert_eq!((c.limit, c.source), (50, CapSource::Derived));
+        assert_eq!((c.limit, c.source), (50, CapSource::Live));
         assert!(
             c.read_from.contains("holding 50 clients"),
             "{}",
