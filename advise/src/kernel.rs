@@ -190,6 +190,13 @@ mod tests {
         let mut s = fixture::host();
         s.system.tcp_mem_pages = Some((100, 200, 3000));
         s.system.tcp_mem_used_pages = Some(290);
+        // Connections that each keep a page of socket buffers (measured).
+        s.memory_per_connection = Some(headroom_core::MemoryPerConnection {
+            process_bytes: 4096,
+            kernel_bytes: 2048 + 4096,
+            measured: true,
+            buffer_bytes: Some(4096),
+        });
         let a = advise(&s, None, &Owned::default(), &Config::default());
         let a = a.iter().find(|a| a.rule == "tcp-mem").unwrap();
         assert_eq!(a.severity, Severity::Binding);
