@@ -704,8 +704,15 @@ fn beam_ports() {
     assert!(queued > limit / 2 && queued <= limit + 1, "{r:#}");
     assert_eq!(u(&bp["connections"]), measured + queued, "{r:#}");
     assert_eq!(u(&r["held"]), measured);
-    // The VM's own count of the connections it holds.
-    assert_eq!(counted, measured);
+    // The VM's own count of the connections it holds, sampled from /proc
+    // while the flood runs: at its port cap the VM takes a connection off
+    // the backlog and closes it at every accept, so a sample can fall
+    // between the two (seen once: 1015 of 1020). The flood's `held` above
+    // is exact; the hand count is held to it within 1%.
+    assert!(
+        within_1pct(measured, counted),
+        "held {measured}, the VM's sockets {counted}"
+    );
     eprintln!(
         "beam +Q 1024, connect: predicted {predicted}, held {measured}, queued {queued} (limit {limit}), open {}, beam holds {counted}",
         bp["connections"]
