@@ -9,6 +9,7 @@
 //! dashboard, preflight and exporter consume them.
 
 pub mod app;
+mod app_model;
 pub mod metrics;
 pub mod model;
 pub mod snapshot;

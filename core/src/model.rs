@@ -7,7 +7,8 @@
 //! is simply the smallest.
 
 use crate::app::AppInfo;
-use crate::snapshot::{MemoryPerConnection, ProcessInfo, Snapshot};
+use crate::app_model::{app_constraints, connection_holders, holder_connections, is_app_cap};
+use crate::snapshot::{MemoryPerConnection, Snapshot};
 use serde::{Deserialize, Serialize};
 
 /// Knobs of the model. The defaults are what `headroom serve` itself uses, so
@@ -94,7 +95,7 @@ impl Constraint {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn constraint(
+pub(crate) fn constraint(
     name: &str,
     scope: Scope,
     unit: &str,
@@ -427,77 +428,6 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
     finish(cs, conns, nproc, app)
 }
 
-/// The processes whose descriptors client connections take: the ones the
-/// application names (nginx's workers), else every process of the target.
-fn connection_holders(snap: &Snapshot) -> Vec<&ProcessInfo> {
-    let named = snap
-        .app
-        .as_ref()
-        .map(|a| a.connection_pids.as_slice())
-        .unwrap_or_default();
-    let holders: Vec<&ProcessInfo> = snap
-        .processes
-        .iter()
-        .filter(|p| named.is_empty() || named.contains(&p.pid))
-        .collect();
-    if holders.is_empty() {
-        snap.processes.iter().collect()
-    } else {
-        holders
-    }
-}
-
-fn holder_connections(holders: &[&ProcessInfo]) -> u64 {
-    holders.iter().map(|p| p.connections).sum()
-}
-
-/// The application's caps and, for a process per connection, the process
-/// limits, as constraints. A cap's `used` is the server's own count where it
-/// tells it, else the connections the target holds.
-fn app_constraints(app: &AppInfo, conns: u64) -> Vec<Constraint> {
-    let mut cs = Vec::new();
-    for cap in &app.caps {
-        let per = cap.per_connection.max(1);
-        let used = cap.used.unwrap_or(conns * per);
-        cs.push(constraint(
-            &cap.name,
-            cap.scope,
-            "connections",
-            cap.limit,
-            used,
-            cap.reserve,
-            per,
-            conns,
-            format!(
-                "{} (read {}: {})",
-                cap.explanation,
-                cap.source.as_str(),
-                cap.read_from
-            ),
-            &cap.remedy,
-        ));
-    }
-    for pl in &app.process_limits {
-        cs.push(constraint(
-            &pl.name,
-            pl.scope,
-            "processes",
-            pl.limit,
-            pl.used,
-            0,
-            1,
-            conns,
-            pl.explanation.clone(),
-            &pl.remedy,
-        ));
-    }
-    cs
-}
-
-fn is_app_cap(app: Option<&AppInfo>, name: &str) -> bool {
-    app.is_some_and(|a| a.caps.iter().any(|c| c.name == name))
-}
-
 fn finish(mut cs: Vec<Constraint>, conns: u64, nproc: u64, app: Option<&AppInfo>) -> Prediction {
     cs.sort_by(|a, b| {
         a.max_connections
@@ -622,7 +552,7 @@ mod tests {
     use crate::snapshot::{ProcessInfo, SystemLimits};
 
     /// This machine, roughly: nofile 20000, 24 GiB, generous file-max.
-    fn host() -> Snapshot {
+    pub(super) fn host() -> Snapshot {
         Snapshot {
             processes: vec![ProcessInfo {
                 pid: 42,

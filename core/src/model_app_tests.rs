@@ -4,7 +4,7 @@
 
 use crate::app::{AppCap, AppInfo, CapSource, ProcessLimit};
 use crate::model::{predict, ModelConfig, Scope};
-use crate::snapshot::{ProcessInfo, Snapshot, SystemLimits};
+use crate::snapshot::{ProcessInfo, Snapshot};
 
 fn process(pid: u32, comm: &str, nofile: u64, open: u64, conns: u64) -> ProcessInfo {
     ProcessInfo {
@@ -19,21 +19,11 @@ fn process(pid: u32, comm: &str, nofile: u64, open: u64, conns: u64) -> ProcessI
     }
 }
 
+/// The model's own fixture host (nofile 20000, 24 GiB) with these processes.
 fn host(processes: Vec<ProcessInfo>) -> Snapshot {
     Snapshot {
         processes,
-        system: SystemLimits {
-            nr_open: 1 << 20,
-            file_max: 9_223_372_036_854_775_807,
-            file_nr_allocated: 2000,
-            somaxconn: 4096,
-            ip_local_port_range: (32768, 60999),
-            mem_total_bytes: 24 << 30,
-            mem_available_bytes: 23 << 30,
-            page_size: 4096,
-            ..Default::default()
-        },
-        ..Default::default()
+        ..super::tests::host()
     }
 }
 

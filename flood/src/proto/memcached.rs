@@ -3,7 +3,7 @@
 //! memcached past `-c` (with `maxconns_fast`, its default) accepts, writes
 //! `ERROR Too many open connections` and closes.
 
-use super::{first_line, garbled, Parsed, Served, MAX_LINE};
+use super::{first_line, garbled, refusal_line, Parsed, Served, MAX_LINE};
 use crate::outcome::{Failure, FailureKind};
 
 pub const VERSION: &[u8] = b"version\r\n";
@@ -12,12 +12,7 @@ const TOO_MANY: &[u8] = b"ERROR Too many open connections";
 
 /// memcached's own refusal line, when `bytes` start with it.
 pub fn refusal(bytes: &[u8]) -> Option<Failure> {
-    bytes.starts_with(TOO_MANY).then(|| {
-        Failure::new(
-            FailureKind::MemcachedTooMany,
-            String::from_utf8_lossy(TOO_MANY),
-        )
-    })
+    refusal_line(bytes, TOO_MANY, FailureKind::MemcachedTooMany)
 }
 
 /// The reply to `version`.

@@ -80,6 +80,14 @@ pub fn quote(bytes: &[u8]) -> String {
 }
 
 /// The first line of `buf` without its `\r\n` / `\n`, when complete.
+/// A server's own refusal when `bytes` start with its refusal `line`
+/// (Redis' max-clients error, memcached's too-many-connections line).
+pub fn refusal_line(bytes: &[u8], line: &[u8], kind: FailureKind) -> Option<Failure> {
+    bytes
+        .starts_with(line)
+        .then(|| Failure::new(kind, String::from_utf8_lossy(line)))
+}
+
 pub fn first_line(buf: &[u8]) -> Option<&[u8]> {
     let end = buf.iter().position(|&b| b == b'\n')?;
     let line = &buf[..end];

@@ -5,7 +5,7 @@
 //! password answers `-NOAUTH ...`: it admitted the connection and serves it
 //! (it answers), so that counts as served.
 
-use super::{first_line, garbled, Parsed, Served, MAX_LINE};
+use super::{first_line, garbled, refusal_line, Parsed, Served, MAX_LINE};
 use crate::outcome::{Failure, FailureKind};
 
 /// `PING` as a RESP array.
@@ -15,12 +15,7 @@ const MAX_CLIENTS: &[u8] = b"-ERR max number of clients reached";
 
 /// Redis' own refusal line, when `bytes` start with it.
 pub fn refusal(bytes: &[u8]) -> Option<Failure> {
-    bytes.starts_with(MAX_CLIENTS).then(|| {
-        Failure::new(
-            FailureKind::RedisMaxClients,
-            String::from_utf8_lossy(MAX_CLIENTS),
-        )
-    })
+    refusal_line(bytes, MAX_CLIENTS, FailureKind::RedisMaxClients)
 }
 
 /// The reply to `PING`.
