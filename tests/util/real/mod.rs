@@ -89,6 +89,16 @@ impl Running {
     pub fn start(mut cmd: Command, addr: SocketAddr, scratch: Scratch) -> Running {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
+        // A server must not inherit the harness's stray descriptors (a shell
+        // can pass some down): they would shift its descriptor count, and
+        // memcached's cap is a descriptor number.
+        // SAFETY: close_range only marks this child's descriptors close-on-exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 4u32);
+                Ok(())
+            });
+        }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
         let pid = child.id();
         let r = Running {
