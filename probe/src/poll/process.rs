@@ -141,17 +141,46 @@ pub struct FdScan {
 /// Hand-rolled rather than procfs's `fd()`, which opens and stats each fd:
 /// one readlink per fd matters for a process holding 100,000 sockets.
 pub fn scan_fds(pid: u32) -> Result<FdScan, Error> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
     let dir = PathBuf::from(format!("/proc/{pid}/fd"));
+    // The directory stays open so each link is read relative to it: one
+    // path component to resolve instead of four, no path built per fd. At a
+    // million sockets the per-fd cost is most of `status --port`.
+    let handle = std::fs::File::open(&dir).map_err(|e| fd_dir_err(pid, &dir, e))?;
     let entries = std::fs::read_dir(&dir).map_err(|e| fd_dir_err(pid, &dir, e))?;
     let mut scan = FdScan::default();
+    let mut name = [0u8; 24];
+    let mut target = [0u8; 256];
     for entry in entries {
         // An fd closed between readdir and readlink is simply gone.
         let Ok(entry) = entry else { continue };
-        let Ok(target) = std::fs::read_link(entry.path()) else {
+        let file_name = entry.file_name();
+        let bytes = file_name.as_bytes();
+        if bytes.len() >= name.len() {
             continue;
+        }
+        name[..bytes.len()].copy_from_slice(bytes);
+        name[bytes.len()] = 0;
+        // SAFETY: `name` is NUL-terminated, `target` is writable for its
+        // length, and the directory descriptor is open for the call.
+        let n = unsafe {
+            libc::readlinkat(
+                handle.as_raw_fd(),
+                name.as_ptr().cast(),
+                target.as_mut_ptr().cast(),
+                target.len(),
+            )
         };
+        if n < 0 {
+            continue;
+        }
+        // The two descriptors this scan holds are not the process's own.
+        if pid == std::process::id() && is_own_handle(bytes, &handle) {
+            continue;
+        }
         scan.count += 1;
-        let link = target.as_os_str().to_str().unwrap_or("");
+        let link = std::str::from_utf8(&target[..n as usize]).unwrap_or("");
         if let Some(inode) = socket_inode(link) {
             scan.socket_inodes.push(inode);
         } else if link == "anon_inode:[eventpoll]" {
@@ -160,6 +189,15 @@ pub fn scan_fds(pid: u32) -> Result<FdScan, Error> {
     }
     scan.socket_inodes.sort_unstable();
     Ok(scan)
+}
+
+/// Whether fd `name` is the directory handle this scan opened.
+fn is_own_handle(name: &[u8], handle: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    std::str::from_utf8(name)
+        .ok()
+        .and_then(|n| n.parse::<i32>().ok())
+        .is_some_and(|fd| fd == handle.as_raw_fd())
 }
 
 /// `socket:[12345]` -> 12345.
