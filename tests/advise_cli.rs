@@ -23,10 +23,9 @@ fn bin() -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn watch_prints_an_event_only_when_the_advice_changes() {
-    if !require_root("watch_prints_an_event_only_when_the_advice_changes") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("adwat");
     let mut srv = Script::start(Some(&ns), &[], "listener.py", &["8"]);
     let port = srv.line();
@@ -80,10 +79,9 @@ fn watch_prints_an_event_only_when_the_advice_changes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn apply_writes_only_the_profiles_bounded_keys_through_the_journal() {
-    if !require_root("apply_writes_only_the_profiles_bounded_keys_through_the_journal") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("adapl");
     ns.sysctl("net.core.somaxconn", "64");
     let mut srv = Script::start(Some(&ns), &[], "listener.py", &["8"]);

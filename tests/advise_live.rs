@@ -75,10 +75,9 @@ fn remedy(r: &Value) -> (String, String, String, String) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn backlog_8_flooded_gets_backlog_and_somaxconn_with_the_capacity_gained() {
-    if !require_root("backlog_8_flooded_gets_backlog_and_somaxconn_with_the_capacity_gained") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("adbl");
     ns.sysctl("net.core.somaxconn", "64");
     let mut srv = Script::start(Some(&ns), &[], "listener.py", &["8"]);
@@ -144,10 +143,9 @@ fn backlog_8_flooded_gets_backlog_and_somaxconn_with_the_capacity_gained() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn emfile_under_prlimit_64_gets_limit_nofile_for_its_unit_or_limits_d() {
-    if !require_root("emfile_under_prlimit_64_gets_limit_nofile_for_its_unit_or_limits_d") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("ademf");
     let mut child = Script::start(Some(&ns), &["prlimit", "--nofile=64"], "emfile.py", &["10"]);
     let pid = child.line();
@@ -232,10 +230,9 @@ sys.stdin.read()
 "#;
 
 #[test]
+#[ignore = "needs root"]
 fn a_client_exhausting_10_ports_gets_the_port_range_or_source_addresses() {
-    if !require_root("a_client_exhausting_10_ports_gets_the_port_range_or_source_addresses") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("adprt");
     // The listener takes its port first, from the default range.
     let srv = Script::start(Some(&ns), &[], "listener.py", &["64"]);
@@ -364,10 +361,9 @@ fn open_fds(pid: u32) -> u64 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn redis_at_maxclients_5_gets_maxclients_advice_with_the_next_wall() {
-    if !require_root("redis_at_maxclients_5_gets_maxclients_advice_with_the_next_wall") {
-        return;
-    }
+    require_root();
     if !real::installed(real::redis::BIN) {
         assert!(std::env::var_os("CI").is_none(), "CI installs redis-server");
         eprintln!("redis-server not installed: skipped");

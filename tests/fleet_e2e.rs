@@ -10,6 +10,7 @@
 
 #[path = "util/fleet.rs"]
 mod fleet;
+mod util;
 
 use fleet::{wait_for, ChildGuard, Prometheus};
 use std::collections::{BTreeMap, BTreeSet};
@@ -263,10 +264,9 @@ fn exported_binding(metrics_addr: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn near_limit_server_next_to_a_roomy_server_and_a_probe() {
-    if !fleet::is_root_or_skip("near_limit_server_next_to_a_roomy_server_and_a_probe") {
-        return;
-    }
+    util::require_root();
     let limited = serve(Some(256), &[]);
     let roomy = serve(None, &["--max-connections", "3"]);
     let mut target = Target::start();

@@ -14,10 +14,9 @@ use util::{require_root, Netns};
 /// fails with EADDRNOTAVAIL exactly where the model says, and a second
 /// loopback source address doubles it.
 #[test]
+#[ignore = "needs root"]
 fn lab_port_range_bound() {
-    if !require_root("lab_port_range_bound") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("ports");
     // The listener takes its port first, from the default range, so that it
     // does not sit inside the range under test.
@@ -82,10 +81,9 @@ fn lab_port_range_bound() {
 /// that limit and depth, further SYNs are dropped (clients time out) and
 /// ListenOverflows rises.
 #[test]
+#[ignore = "needs root"]
 fn lab_backlog_bound() {
-    if !require_root("lab_backlog_bound") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("backlog");
     ns.sysctl("net.core.somaxconn", "64");
     let listener = listener_in(&ns, 1024);
@@ -139,10 +137,9 @@ fn lab_backlog_bound() {
 /// every attempt past it gets the server's refusal line naming `nofile`,
 /// and the sessions it holds still answer.
 #[test]
+#[ignore = "needs root"]
 fn lab_fd_bound() {
-    if !require_root("lab_fd_bound") {
-        return;
-    }
+    require_root();
     let bin = util::headroom_bin();
     let mut server = lab::Guard(
         std::process::Command::new("prlimit")

@@ -53,10 +53,9 @@ fn bench_probe(ns: &Netns, args: &[&str]) -> Value {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bench_probe_counts_every_connection_and_drops_none() {
-    if !require_root("bench_probe_counts_every_connection_and_drops_none") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("pbench");
     let doc = bench_probe(
         &ns,

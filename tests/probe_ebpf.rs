@@ -21,10 +21,9 @@ fn start_ebpf(ns: &Netns, args: &[&str]) -> Probe {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn backlog_32_with_20_queued_reports_peak_20_limit_32() {
-    if !require_root("backlog_32_with_20_queued_reports_peak_20_limit_32") {
-        return;
-    }
+    require_root();
     let q = queued("pq32", 32, 20, "3", start_ebpf);
     let (doc, l) = (&q.doc, &q.listener);
     assert_eq!(doc["source"], "ebpf", "{doc}");
@@ -35,10 +34,9 @@ fn backlog_32_with_20_queued_reports_peak_20_limit_32() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn backlog_8_with_40_connections_fills_at_9_and_counts_full_events() {
-    if !require_root("backlog_8_with_40_connections_fills_at_9_and_counts_full_events") {
-        return;
-    }
+    require_root();
     let q = queued("pq8", 8, 40, "3", start_ebpf);
     let (doc, l, before) = (&q.doc, &q.listener, q.overflows_before);
     // sk_acceptq_is_full() is `backlog > max`: the kernel queues limit + 1.
@@ -58,10 +56,9 @@ fn backlog_8_with_40_connections_fills_at_9_and_counts_full_events() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn emfile_count_for_a_pid_equals_the_failures_it_saw() {
-    if !require_root("emfile_count_for_a_pid_equals_the_failures_it_saw") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("pemf");
     let mut child = Script::start(
         None,
@@ -98,18 +95,16 @@ fn emfile_count_for_a_pid_equals_the_failures_it_saw() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn state_counts_for_a_port_match_sock_diag() {
-    if !require_root("state_counts_for_a_port_match_sock_diag") {
-        return;
-    }
+    require_root();
     state_counts_match_sock_diag("pst", false);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn time_wait_events_count_time_wait_in_the_kernel() {
-    if !require_root("time_wait_events_count_time_wait_in_the_kernel") {
-        return;
-    }
+    require_root();
     state_counts_match_sock_diag("ptw", true);
 }
 
@@ -158,10 +153,9 @@ fn state_counts_match_sock_diag(ns_name: &str, time_wait_events: bool) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn metrics_endpoint_serves_the_probe_reading() {
-    if !require_root("metrics_endpoint_serves_the_probe_reading") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("pmet");
     let mut srv = Script::start(Some(&ns), &[], "listener.py", &["16"]);
     let port = srv.line();

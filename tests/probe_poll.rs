@@ -22,10 +22,9 @@ fn start_poll(ns: &Netns, args: &[&str]) -> Probe {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn poll_backlog_32_with_20_queued_reports_depth_20_limit_32() {
-    if !require_root("poll_backlog_32_with_20_queued_reports_depth_20_limit_32") {
-        return;
-    }
+    require_root();
     let q = queued("pp32", 32, 20, "2", start_poll);
     let (doc, l) = (&q.doc, &q.listener);
     assert_eq!(doc["source"], "poll");
@@ -45,10 +44,9 @@ fn poll_backlog_32_with_20_queued_reports_depth_20_limit_32() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn poll_backlog_8_with_40_connections_shows_depth_9_and_overflows() {
-    if !require_root("poll_backlog_8_with_40_connections_shows_depth_9_and_overflows") {
-        return;
-    }
+    require_root();
     let q = queued("pp8", 8, 40, "2", start_poll);
     let (doc, l, before) = (&q.doc, &q.listener, q.overflows_before);
     assert_eq!(l["accept_queue_depth"], 9, "{l}");
@@ -63,10 +61,9 @@ fn poll_backlog_8_with_40_connections_shows_depth_9_and_overflows() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn poll_cannot_see_emfile_and_says_so() {
-    if !require_root("poll_cannot_see_emfile_and_says_so") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("ppemf");
     let mut child = Script::start(None, &["prlimit", "--nofile=64"], "emfile.py", &["10"]);
     let pid = child.line();
@@ -87,10 +84,9 @@ fn poll_cannot_see_emfile_and_says_so() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn poll_state_counts_for_a_port_match_sock_diag() {
-    if !require_root("poll_state_counts_for_a_port_match_sock_diag") {
-        return;
-    }
+    require_root();
     let ns = Netns::new("ppst");
     let mut srv = Script::start(Some(&ns), &[], "listener.py", &["64", "accept"]);
     let port: u16 = srv.line().parse().unwrap();

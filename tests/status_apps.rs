@@ -63,10 +63,9 @@ fn wait_connections(r: &Running, want: u64) -> Value {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn redis_maxclients_binds_read_live() {
-    if !require_root("redis_maxclients_binds_read_live") {
-        return;
-    }
+    require_root();
     let r = real::redis::redis(500, None);
     let doc = status_of(&r);
     assert_eq!(doc["app"]["kind"], "redis", "{}", doc["app"]);
@@ -87,10 +86,9 @@ fn redis_maxclients_binds_read_live() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn redis_under_a_low_nofile_lowers_its_own_cap() {
-    if !require_root("redis_under_a_low_nofile_lowers_its_own_cap") {
-        return;
-    }
+    require_root();
     let r = real::redis::redis(500, Some(300));
     let doc = status_of(&r);
     assert_eq!(doc["binding"], "redis-maxclients", "{doc}");
@@ -103,10 +101,9 @@ fn redis_under_a_low_nofile_lowers_its_own_cap() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn redis_with_a_password_it_was_not_given_is_read_from_its_file() {
-    if !require_root("redis_with_a_password_it_was_not_given_is_read_from_its_file") {
-        return;
-    }
+    require_root();
     let r = real::redis::redis_with(500, None, Some("s3cret-pw"));
     let out = status::status(&["--port", &r.port().to_string(), "--json"]);
     assert!(out.status.success());
@@ -123,10 +120,9 @@ fn redis_with_a_password_it_was_not_given_is_read_from_its_file() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn memcached_maxconns_binds_at_its_descriptor_rule() {
-    if !require_root("memcached_maxconns_binds_at_its_descriptor_rule") {
-        return;
-    }
+    require_root();
     let r = real::memcached::memcached(1024, None);
     let doc = status_of(&r);
     assert_eq!(doc["app"]["kind"], "memcached");
@@ -142,10 +138,9 @@ fn memcached_maxconns_binds_at_its_descriptor_rule() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn memcached_without_maxconns_fast_runs_into_its_fd_limit() {
-    if !require_root("memcached_without_maxconns_fast_runs_into_its_fd_limit") {
-        return;
-    }
+    require_root();
     let r = real::memcached::memcached_with(300, None, &["-o", "no_maxconns_fast"]);
     let doc = status_of(&r);
     // memcached set its own nofile to 300; it accepts until EMFILE.
@@ -155,10 +150,9 @@ fn memcached_without_maxconns_fast_runs_into_its_fd_limit() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn haproxy_maxconn_binds_read_from_its_stats_socket_or_its_file() {
-    if !require_root("haproxy_maxconn_binds_read_from_its_stats_socket_or_its_file") {
-        return;
-    }
+    require_root();
     for (socket, source) in [(true, "live"), (false, "file")] {
         let r = real::haproxy::haproxy(Some(1000), socket, None);
         let doc = status_of(&r);
@@ -171,10 +165,9 @@ fn haproxy_maxconn_binds_read_from_its_stats_socket_or_its_file() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn haproxy_derives_maxconn_from_its_fd_limit() {
-    if !require_root("haproxy_derives_maxconn_from_its_fd_limit") {
-        return;
-    }
+    require_root();
     let r = real::haproxy::haproxy(None, true, Some(1000));
     let doc = status_of(&r);
     assert_eq!(doc["binding"], "haproxy-maxconn", "{doc}");
@@ -186,10 +179,9 @@ fn haproxy_derives_maxconn_from_its_fd_limit() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn haproxy_without_strict_limits_is_bound_by_nofile() {
-    if !require_root("haproxy_without_strict_limits_is_bound_by_nofile") {
-        return;
-    }
+    require_root();
     let r = real::haproxy::Haproxy {
         maxconn: Some(1000),
         stats_socket: true,
@@ -225,10 +217,9 @@ fn an_unknown_server_says_kernel_limits_only() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn nginx_worker_connections_bind_counting_only_the_workers() {
-    if !require_root("nginx_worker_connections_bind_counting_only_the_workers") {
-        return;
-    }
+    require_root();
     let r = real::nginx::nginx(2, 512, None);
     let doc = status_of(&r);
     assert_eq!(doc["app"]["kind"], "nginx", "{}", doc["app"]);
@@ -252,10 +243,9 @@ fn nginx_worker_connections_bind_counting_only_the_workers() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn nginx_with_a_low_worker_rlimit_nofile_is_bound_by_nofile() {
-    if !require_root("nginx_with_a_low_worker_rlimit_nofile_is_bound_by_nofile") {
-        return;
-    }
+    require_root();
     let r = real::nginx::nginx(2, 512, Some(300));
     let doc = status_of(&r);
     assert_eq!(doc["binding"], "nofile", "{doc}");
@@ -271,10 +261,9 @@ fn nginx_with_a_low_worker_rlimit_nofile_is_bound_by_nofile() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn postgres_max_connections_bind_with_the_superuser_reserve() {
-    if !require_root("postgres_max_connections_bind_with_the_superuser_reserve") {
-        return;
-    }
+    require_root();
     let r = real::postgres::postgres(100, None);
     let doc = status_of(&r);
     assert_eq!(doc["app"]["kind"], "postgres", "{}", doc["app"]);
@@ -293,10 +282,9 @@ fn postgres_max_connections_bind_with_the_superuser_reserve() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn postgres_under_a_low_nproc_is_bound_by_its_users_processes() {
-    if !require_root("postgres_under_a_low_nproc_is_bound_by_its_users_processes") {
-        return;
-    }
+    require_root();
     let r = real::postgres::postgres(100, Some(12));
     // Background workers come and go: take the reading whose task count
     // did not change while status ran.
@@ -314,10 +302,9 @@ fn postgres_under_a_low_nproc_is_bound_by_its_users_processes() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_erlang_vm_is_bound_by_its_port_table() {
-    if !require_root("the_erlang_vm_is_bound_by_its_port_table") {
-        return;
-    }
+    require_root();
     let r = real::beam::beam(1024, None);
     let doc = status_of(&r);
     assert_eq!(doc["app"]["kind"], "beam", "{}", doc["app"]);
@@ -328,10 +315,9 @@ fn the_erlang_vm_is_bound_by_its_port_table() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn the_erlang_vm_under_a_low_nofile_is_bound_by_nofile() {
-    if !require_root("the_erlang_vm_under_a_low_nofile_is_bound_by_nofile") {
-        return;
-    }
+    require_root();
     let r = real::beam::beam(0, Some(300));
     let doc = status_of(&r);
     assert_eq!(doc["binding"], "nofile", "{doc}");

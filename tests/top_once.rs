@@ -142,10 +142,9 @@ fn reuseport_listeners_are_one_row_with_a_socket_count() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ebpf_feed_is_used_when_it_loads() {
-    if !util::require_root("ebpf_feed_is_used_when_it_loads") {
-        return;
-    }
+    util::require_root();
     let k = Known::start(2, "7");
     let port = k.port;
     // Connections keep arriving while top watches (it attaches first), so

@@ -273,21 +273,6 @@ pub fn exposition_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Root-only tests: in CI (always root) a missing privilege fails; elsewhere
-/// the test says it did nothing.
-pub fn is_root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test}: needs root, and CI must run as root"
-    );
-    eprintln!("{test}: skipped, needs root");
-    false
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

@@ -7,6 +7,12 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+mod root;
+// Each test crate uses what it needs of util; dead_code above does not cover
+// re-exports.
+#[allow(unused_imports)]
+pub use root::{is_root, require_root};
+
 /// The `headroom` binary cargo built for these tests.
 pub fn headroom_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_headroom"))
@@ -15,25 +21,6 @@ pub fn headroom_bin() -> PathBuf {
 /// The workspace root (where Cargo.toml, profiles/ and deploy/ are).
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Tests that need root call this first. In CI (CI=true, always root) a
-/// missing privilege is a failure, never a silent skip; on a developer's
-/// unprivileged machine the test says why it did nothing and returns false.
-pub fn require_root(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: needs root, and CI must run as root");
-    }
-    eprintln!("{test}: skipped, needs root");
-    false
 }
 
 /// Runs a command, panicking with its output when it cannot be started.

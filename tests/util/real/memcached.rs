@@ -23,8 +23,7 @@ pub fn memcached_with(maxconns: u64, nofile: Option<u64>, extra: &[&str]) -> Run
     let port = free_port();
     let mut cmd = super::redis::limited(nofile, BIN);
     // memcached refuses to run as root without -u.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::util::is_root() {
         let user = if std::fs::read_to_string("/etc/passwd")
             .unwrap_or_default()
             .lines()

@@ -54,8 +54,7 @@ pub fn limited(nofile: Option<u64>, program: &str) -> Command {
     };
     let mut cmd = Command::new("prlimit");
     cmd.arg(format!("--nofile={n}:{n}")).arg("--");
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if crate::util::is_root() {
         cmd.args([
             "setpriv",
             "--bounding-set=-sys_resource",
