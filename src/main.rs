@@ -1,8 +1,12 @@
 //! `headroom`: one binary, one subcommand per job. Argument parsing lives
 //! here; every subcommand's work lives in its crate, reached through
-//! `src/cmd/<name>.rs`.
+//! `src/cmd/<name>.rs`. The command files do not import each other: what
+//! two of them share, and what needs more than one of the crates, sits
+//! beside `cmd/` (`dashboard`, `bench_support`).
 
+mod bench_support;
 mod cmd;
+mod dashboard;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -12,6 +12,7 @@ pub mod app;
 mod app_model;
 pub mod metrics;
 pub mod model;
+pub mod prom;
 pub mod snapshot;
 
 pub use app::{AppCap, AppInfo, AtCap, CapSource, ProcessLimit};

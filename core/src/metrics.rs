@@ -38,6 +38,7 @@ pub const SERVER_CONNECTIONS_ACTIVE: &str = "headroom_server_connections_active"
 pub const SERVER_CONNECTIONS_ACCEPTED_TOTAL: &str = "headroom_server_connections_accepted_total";
 pub const SERVER_CONNECTIONS_REFUSED_TOTAL: &str = "headroom_server_connections_refused_total";
 pub const SERVER_CONNECTIONS_MAX: &str = "headroom_server_connections_max";
+pub const SERVER_CONNECTIONS_PASSED_TOTAL: &str = "headroom_server_connections_passed_total";
 pub const SERVER_MESSAGES_TOTAL: &str = "headroom_server_messages_total";
 pub const SERVER_ERRORS_TOTAL: &str = "headroom_server_errors_total";
 pub const SERVER_REQUEST_DURATION_SECONDS: &str = "headroom_server_request_duration_seconds";

@@ -15,6 +15,7 @@
 //! caller may show it the server's side ([`Observer`]): the listener's accept
 //! queue, so that connections waiting in the backlog are never called held.
 
+pub mod bench;
 pub mod mcp;
 pub mod orchestrate;
 pub mod outcome;

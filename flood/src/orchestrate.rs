@@ -17,6 +17,7 @@
 use crate::report::WorkerReport;
 use crate::spec::{self, Mode, ProtoOptions, TargetError, WorkerSpec};
 use crate::summary::{FloodReport, QueueSample, ServerView};
+use headroom_host::Host;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -97,7 +98,17 @@ pub enum FloodError {
 
 impl Plan {
     /// Checks target and bounds; resolves `workers` and `sources` when 0.
-    pub fn resolve(mut self) -> Result<Plan, FloodError> {
+    pub fn resolve(self) -> Result<Plan, FloodError> {
+        self.resolve_with(nofile_hard, || port_range_size_at(&Host::system()))
+    }
+
+    /// [`Plan::resolve`] with the hard RLIMIT_NOFILE and the port range
+    /// size given, read only when needed.
+    fn resolve_with(
+        mut self,
+        nofile_hard: impl FnOnce() -> u64,
+        port_range_size: impl FnOnce() -> u64,
+    ) -> Result<Plan, FloodError> {
         spec::check_target(
             &self.target,
             self.allow_netns_target,
@@ -408,25 +419,29 @@ pub fn worker_main(spec_json: &str) -> io::Result<()> {
 }
 
 fn nofile_hard() -> u64 {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    r.rlim_max
+    headroom_host::process::nofile().map_or(0, |l| l.hard)
 }
 
 /// net.ipv4.ip_local_port_range in this namespace, `None` when unreadable.
 pub fn port_range() -> Option<(u16, u16)> {
-    let s = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
-    let mut it = s.split_whitespace().map(|x| x.parse::<u16>().ok());
-    Some((it.next()??, it.next()??))
+    port_range_at(&Host::system())
+}
+
+/// net.ipv4.ip_local_port_range as `host` shows it, `None` when unreadable.
+pub fn port_range_at(host: &Host) -> Option<(u16, u16)> {
+    let (lo, hi) = host.sysctl_pair("net.ipv4.ip_local_port_range").ok()?;
+    Some((u16::try_from(lo).ok()?, u16::try_from(hi).ok()?))
 }
 
 /// Size of net.ipv4.ip_local_port_range in this namespace.
 pub fn port_range_size() -> u64 {
-    port_range().map_or(28_232, |(lo, hi)| u64::from(hi) + 1 - u64::from(lo))
+    port_range_size_at(&Host::system())
+}
+
+/// Size of net.ipv4.ip_local_port_range as `host` shows it (the kernel's
+/// default range when unreadable).
+fn port_range_size_at(host: &Host) -> u64 {
+    port_range_at(host).map_or(28_232, |(lo, hi)| u64::from(hi) + 1 - u64::from(lo))
 }
 
 #[cfg(test)]
@@ -455,11 +470,45 @@ mod tests {
         }
     }
 
+    /// A fixture tree whose port range is `range`.
+    fn host_with_ports(range: &str) -> (tempfile::TempDir, Host) {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("proc/sys/net/ipv4");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ip_local_port_range"), range).unwrap();
+        let host = Host::at(t.path());
+        (t, host)
+    }
+
+    #[test]
+    fn port_range_reads_the_fixture_and_falls_back() {
+        let (_t, host) = host_with_ports("32768\t60999\n");
+        assert_eq!(port_range_at(&host), Some((32768, 60999)));
+        assert_eq!(port_range_size_at(&host), 28_232);
+        let (_t, host) = host_with_ports("20000 20999\n");
+        assert_eq!(port_range_size_at(&host), 1000);
+        let (_t, host) = host_with_ports("1024 70000\n");
+        assert_eq!(port_range_at(&host), None);
+        let (_t, host) = host_with_ports("garbage\n");
+        assert_eq!(port_range_at(&host), None);
+        assert_eq!(port_range_size_at(&host), 28_232);
+    }
+
     #[test]
     fn resolve_sizes_workers_and_sources() {
-        let p = plan().resolve().unwrap();
-        assert!(p.workers >= 100_000u64.div_ceil(nofile_hard() - WORKER_FD_RESERVE) as u32);
-        assert_eq!(p.sources, spec::sources_needed(100_000, port_range_size()));
+        let (_t, host) = host_with_ports("32768\t60999\n");
+        let p = plan()
+            .resolve_with(|| 4096, || port_range_size_at(&host))
+            .unwrap();
+        // 100,000 connections at 4096 - 64 descriptors per worker.
+        assert_eq!(p.workers, 25);
+        assert_eq!(
+            p.workers,
+            spec::workers_needed(100_000, 4096 - WORKER_FD_RESERVE)
+        );
+        // 28,232 ports, a quarter of them per source address.
+        assert_eq!(p.sources, 15);
+        assert_eq!(p.sources, spec::sources_needed(100_000, 28_232));
         let specs = p.worker_specs().unwrap();
         assert_eq!(specs.iter().map(|s| s.connections).sum::<u64>(), 100_000);
         assert_eq!(specs[0].rate, 20_000.0 / p.workers as f64);

@@ -477,38 +477,18 @@ async fn check(
 
 /// User + system CPU of this process so far, µs.
 fn process_cpu_us() -> u64 {
-    // SAFETY: getrusage writes into the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return 0;
-    }
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(ru.ru_utime) + us(ru.ru_stime)
-}
-
-fn getrlimit_nofile() -> libc::rlimit {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
-    r
+    headroom_host::process::cpu_time().map_or(0, |t| t.as_micros() as u64)
 }
 
 /// The current RLIMIT_NOFILE soft limit.
 pub fn nofile_soft() -> u64 {
-    getrlimit_nofile().rlim_cur
+    headroom_host::process::nofile().map_or(0, |l| l.soft)
 }
 
 /// Raises RLIMIT_NOFILE soft to hard (no privilege needed); returns the new soft limit.
 pub fn raise_nofile() -> u64 {
-    let mut r = getrlimit_nofile();
-    if r.rlim_cur < r.rlim_max {
-        r.rlim_cur = r.rlim_max;
-        // SAFETY: setrlimit reads the struct we own.
-        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) };
-    }
+    // A refusal leaves the limit as it was, which is what is returned.
+    let _ = headroom_host::process::raise_nofile();
     nofile_soft()
 }
 

@@ -11,7 +11,6 @@
 pub mod apply;
 pub mod boot;
 pub mod check;
-mod check_render;
 pub mod journal;
 pub mod profile;
 pub mod readings;

@@ -1,9 +1,13 @@
 //! What the checks compare against: the sysctls a profile names, and a
-//! [`Snapshot`] of the host and of one process, read through a [`Root`].
+//! [`Snapshot`] of the host and of one process, read through a [`Root`]
+//! (its [`headroom_host::Host`]).
 
 use crate::{Error, Root};
 use headroom_core::{ProcessInfo, Snapshot, SystemLimits};
 use std::collections::BTreeMap;
+
+/// Whitespace-separated unsigned numbers, as the kernel prints vectors.
+pub use headroom_host::parse_numbers;
 
 /// CAP_SYS_RESOURCE (include/uapi/linux/capability.h): needed to raise a
 /// hard RLIMIT_NOFILE, or any soft one above it.
@@ -28,12 +32,6 @@ impl Readings {
     pub fn numbers(&self, key: &str) -> Option<Vec<u64>> {
         self.sysctls.get(key)?.as_deref().and_then(parse_numbers)
     }
-}
-
-/// Whitespace-separated unsigned numbers, as the kernel prints vectors.
-pub fn parse_numbers(s: &str) -> Option<Vec<u64>> {
-    let v: Option<Vec<u64>> = s.split_whitespace().map(|t| t.parse().ok()).collect();
-    v.filter(|v| !v.is_empty())
 }
 
 /// The sysctls the model needs besides the ones a profile names.
@@ -72,14 +70,8 @@ pub fn read<'a>(
     }
     let first = |k: &str| r.numbers(k).and_then(|v| v.first().copied());
     let range = r.numbers("net.ipv4.ip_local_port_range");
-    let meminfo = std::fs::read_to_string(root.proc("meminfo")).unwrap_or_default();
-    let mem = |field: &str| {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
+    let meminfo = root.host().meminfo().unwrap_or_default();
+    let mem = |field: &str| meminfo.get(field).unwrap_or(0);
     let system = SystemLimits {
         nr_open: first("fs.nr_open").unwrap_or(1 << 20),
         file_max: first("fs.file-max").unwrap_or(0),
@@ -114,12 +106,15 @@ pub fn read<'a>(
 }
 
 fn read_process(root: &Root, pid: Option<u32>) -> Result<ProcessInfo, Error> {
+    let host = root.host();
     let dir = pid.map_or("self".to_string(), |p| p.to_string());
     let limits_path = root.proc(&format!("{dir}/limits"));
-    let limits = std::fs::read_to_string(&limits_path).map_err(|e| match (pid, e.kind()) {
-        (Some(p), std::io::ErrorKind::NotFound) => Error::Usage(format!("no process with pid {p}")),
-        _ => Error::io(&limits_path, e),
-    })?;
+    let limits = host
+        .read_proc(&format!("{dir}/limits"))
+        .map_err(|e| match pid {
+            Some(p) if e.is_not_found() => Error::Usage(format!("no process with pid {p}")),
+            _ => Error::io(&limits_path, e.into()),
+        })?;
     let (soft, hard) = parse_nofile(&limits).ok_or_else(|| Error::Io {
         path: limits_path.display().to_string(),
         source: std::io::Error::new(
@@ -138,7 +133,8 @@ fn read_process(root: &Root, pid: Option<u32>) -> Result<ProcessInfo, Error> {
     });
     Ok(ProcessInfo {
         pid: real_pid,
-        comm: std::fs::read_to_string(root.proc(&format!("{dir}/comm")))
+        comm: host
+            .read_proc(&format!("{dir}/comm"))
             .map(|s| s.trim().to_string())
             .unwrap_or_default(),
         nofile_soft: soft,
@@ -165,7 +161,8 @@ pub fn parse_nofile(limits: &str) -> Option<(Option<u64>, Option<u64>)> {
 }
 
 fn has_cap(root: &Root, cap: u32) -> bool {
-    std::fs::read_to_string(root.proc("self/status"))
+    root.host()
+        .read_proc("self/status")
         .ok()
         .and_then(|s| {
             let hex = s
@@ -194,22 +191,79 @@ mod tests {
         assert_eq!(parse_numbers(""), None);
     }
 
-    #[test]
-    fn reads_this_process_on_the_real_system() {
-        let r = read(&Root::system(), None, ["net.core.somaxconn"]).unwrap();
-        assert!(
-            r.snapshot.netns.starts_with("net:["),
-            "{}",
-            r.snapshot.netns
+    /// A fixture root: this process as pid 4242 with four descriptors, a
+    /// few sysctls and meminfo.
+    fn fixture() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let put = |rel: &str, text: &str| {
+            let p = t.path().join("proc").join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        for (k, v) in [
+            ("fs/nr_open", "1048576"),
+            ("fs/file-max", "9223372036854775807"),
+            ("fs/file-nr", "2016\t0\t9223372036854775807"),
+            ("net/core/somaxconn", "4096"),
+            ("net/ipv4/tcp_max_syn_backlog", "512"),
+            ("net/ipv4/ip_local_port_range", "32768\t60999"),
+            ("net/ipv4/tcp_tw_reuse", "2"),
+            ("net/ipv4/tcp_fin_timeout", "60"),
+        ] {
+            put(&format!("sys/{k}"), &format!("{v}\n"));
+        }
+        put(
+            "meminfo",
+            "MemTotal:       24576000 kB\nMemFree:         1000000 kB\nMemAvailable:   20000000 kB\n",
         );
+        put(
+            "4242/limits",
+            "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 524288               files\n",
+        );
+        put("4242/comm", "web\n");
+        put("4242/status", "Name:\tweb\nCapEff:\t0000000001000000\n");
+        for fd in 0..4 {
+            put(&format!("4242/fd/{fd}"), "");
+        }
+        std::fs::create_dir_all(t.path().join("proc/4242/ns")).unwrap();
+        std::os::unix::fs::symlink("net:[4026531840]", t.path().join("proc/4242/ns/net")).unwrap();
+        std::os::unix::fs::symlink("4242", t.path().join("proc/self")).unwrap();
+        t
+    }
+
+    #[test]
+    fn reads_this_process_from_a_fixture_root() {
+        let t = fixture();
+        let root = Root::at(t.path());
+        let r = read(&root, None, ["net.core.somaxconn", "net.core.nope"]).unwrap();
+        assert_eq!(r.snapshot.netns, "net:[4026531840]");
         let p = &r.snapshot.processes[0];
-        assert_eq!(p.pid, std::process::id());
-        assert!(p.open_fds >= 3);
-        assert!(r.snapshot.system.mem_total_bytes > 0);
-        assert!(r.numbers("net.core.somaxconn").is_some());
+        assert_eq!((p.pid, p.comm.as_str()), (4242, "web"));
+        assert_eq!((p.nofile_soft, p.nofile_hard), (Some(1024), Some(524_288)));
+        assert_eq!((p.open_fds, p.open_fds_peak), (4, 4));
+        assert!(r.cap_sys_resource);
+        assert!(r.self_process);
+        let s = &r.snapshot.system;
+        assert_eq!((s.nr_open, s.file_max), (1_048_576, i64::MAX as u64));
+        assert_eq!(s.file_nr_allocated, 2016);
+        assert_eq!((s.somaxconn, s.tcp_max_syn_backlog), (4096, 512));
+        assert_eq!(s.ip_local_port_range, (32768, 60999));
+        assert_eq!((s.tcp_tw_reuse, s.tcp_fin_timeout), (2, 60));
+        assert_eq!(s.mem_total_bytes, 24_576_000 * 1024);
+        assert_eq!(s.mem_available_bytes, 20_000_000 * 1024);
+        assert_eq!((s.conntrack_max, s.conntrack_count), (None, None));
+        assert_eq!(s.page_size, 4096);
+        assert_eq!(r.numbers("net.core.somaxconn"), Some(vec![4096]));
+        assert_eq!(r.sysctls["net.core.nope"], None);
         assert!(matches!(
-            read(&Root::system(), Some(u32::MAX - 1), []),
+            read(&root, Some(u32::MAX - 1), []),
             Err(Error::Usage(m)) if m.contains("no process with pid")
         ));
+        // Unreadable values are errors naming the file, not zeros.
+        std::fs::remove_file(t.path().join("proc/sys/net/core/somaxconn")).unwrap();
+        std::fs::create_dir(t.path().join("proc/sys/net/core/somaxconn")).unwrap();
+        let e = read(&root, None, []).unwrap_err().to_string();
+        let want = t.path().join("proc/sys/net/core/somaxconn");
+        assert!(e.starts_with(&format!("{}: ", want.display())), "{e}");
     }
 }

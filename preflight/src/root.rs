@@ -2,6 +2,7 @@
 //! that every rule, apply and rollback runs against temp-dir fixtures in unit
 //! tests and against `/` in production.
 
+use headroom_host::{optional, Host};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -54,16 +55,22 @@ impl Root {
         self.files.join(abs.trim_start_matches('/'))
     }
 
+    /// This root's `/proc` as a [`Host`]: every runtime value is read
+    /// through it.
+    pub fn host(&self) -> Host {
+        Host::with_procfs(&self.proc)
+    }
+
     /// `/proc/sys/...` for a dotted sysctl name.
     pub fn sysctl_path(&self, key: &str) -> PathBuf {
-        self.proc.join("sys").join(key.replace('.', "/"))
+        self.host().sysctl_path(key)
     }
 
     /// A sysctl's value with surrounding whitespace trimmed; `None` when it
     /// does not exist here (module not loaded, or host-wide and invisible in
     /// this net namespace).
     pub fn read_sysctl(&self, key: &str) -> io::Result<Option<String>> {
-        read_optional(&self.sysctl_path(key)).map(|v| v.map(|s| s.trim().to_string()))
+        Ok(optional(self.host().sysctl(key))?)
     }
 
     /// Writes a sysctl the way sysctl(8) does: open for writing, one write.

@@ -24,6 +24,10 @@ use headroom_core::{Snapshot, Source};
 pub use poll::kmem::KernelMemory;
 pub use poll::PollSource;
 
+/// The resync period of a long-lived incremental poll source
+/// ([`PollSource::incremental`]) when nobody chose one: `top --resync`'s default.
+pub const DEFAULT_RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What a snapshot describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {

@@ -2,23 +2,14 @@
 //! tool, the `headroom://capacity` resource and the connection ceiling.
 //!
 //! The probe's poll source takes the snapshot; if it fails (a /proc that
-//! hides things), a minimal reader of getrlimit and /proc stands in.
+//! hides things), a minimal, lenient reading through headroom-host stands in.
 
 use headroom_core::{predict, ModelConfig, Prediction, ProcessInfo, Snapshot, SystemLimits};
-use std::fs;
+use headroom_host::{process, Host};
 
 /// RLIMIT_NOFILE of this process: (soft, hard), `None` for unlimited.
 pub fn nofile() -> (Option<u64>, Option<u64>) {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we own.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
-        return (None, None);
-    }
-    let f = |v: libc::rlim_t| (v != libc::RLIM_INFINITY).then_some(v);
-    (f(r.rlim_cur), f(r.rlim_max))
+    process::nofile().map_or((None, None), |l| (l.soft_limit(), l.hard_limit()))
 }
 
 /// File descriptors open in this process now (the probe's O(1) count).
@@ -26,24 +17,9 @@ pub fn open_fds() -> u64 {
     headroom_probe::poll::process::count_fds(std::process::id()).unwrap_or(0)
 }
 
-fn read_u64(path: &str) -> Option<u64> {
-    fs::read_to_string(path)
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn meminfo(key: &str) -> Option<u64> {
-    let text = fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with(key))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 /// Resident set size of a process, bytes (0 when it cannot be read).
 pub fn rss_of(pid: u32) -> u64 {
-    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/statm")) else {
+    let Ok(s) = Host::system().read_proc(&format!("{pid}/statm")) else {
         return 0;
     };
     let pages: u64 = s
@@ -51,8 +27,7 @@ pub fn rss_of(pid: u32) -> u64 {
         .nth(1)
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+    pages * process::page_size()
 }
 
 /// This process and its host as a [`Snapshot`]; `connections` is what the
@@ -65,17 +40,6 @@ pub fn snapshot_self(connections: u64) -> Snapshot {
 pub fn minimal_snapshot(connections: u64) -> Snapshot {
     let (soft, hard) = nofile();
     let fds = open_fds();
-    let file_nr = fs::read_to_string("/proc/sys/fs/file-nr").unwrap_or_default();
-    let mut ports = (32768u16, 60999u16);
-    if let Ok(s) = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") {
-        let v: Vec<u16> = s
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if v.len() == 2 {
-            ports = (v[0], v[1]);
-        }
-    }
     Snapshot {
         taken_at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -92,23 +56,31 @@ pub fn minimal_snapshot(connections: u64) -> Snapshot {
             rss_bytes: rss_of(std::process::id()),
             ..Default::default()
         }],
-        system: SystemLimits {
-            nr_open: read_u64("/proc/sys/fs/nr_open").unwrap_or(1 << 20),
-            file_max: read_u64("/proc/sys/fs/file-max").unwrap_or(0),
-            file_nr_allocated: file_nr
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-            somaxconn: read_u64("/proc/sys/net/core/somaxconn").unwrap_or(0),
-            tcp_max_syn_backlog: read_u64("/proc/sys/net/ipv4/tcp_max_syn_backlog").unwrap_or(0),
-            ip_local_port_range: ports,
-            mem_available_bytes: meminfo("MemAvailable:").unwrap_or(0),
-            mem_total_bytes: meminfo("MemTotal:").unwrap_or(0),
-            // SAFETY: sysconf has no preconditions.
-            page_size: unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64,
-            ..Default::default()
-        },
+        system: minimal_system(&Host::system()),
+        ..Default::default()
+    }
+}
+
+/// The system limits the fallback knows, each one a default where it cannot
+/// be read: a partial answer beats none when the probe has failed.
+fn minimal_system(host: &Host) -> SystemLimits {
+    let u64_or = |key: &str, default: u64| host.sysctl_u64(key).unwrap_or(default);
+    let ports = host
+        .sysctl_pair("net.ipv4.ip_local_port_range")
+        .ok()
+        .and_then(|(lo, hi)| Some((u16::try_from(lo).ok()?, u16::try_from(hi).ok()?)))
+        .unwrap_or((32768, 60999));
+    let mem = host.meminfo().unwrap_or_default();
+    SystemLimits {
+        nr_open: u64_or("fs.nr_open", 1 << 20),
+        file_max: u64_or("fs.file-max", 0),
+        file_nr_allocated: host.file_nr().map_or(0, |f| f.allocated),
+        somaxconn: u64_or("net.core.somaxconn", 0),
+        tcp_max_syn_backlog: u64_or("net.ipv4.tcp_max_syn_backlog", 0),
+        ip_local_port_range: ports,
+        mem_available_bytes: mem.available().unwrap_or(0),
+        mem_total_bytes: mem.total().unwrap_or(0),
+        page_size: process::page_size(),
         ..Default::default()
     }
 }
@@ -226,6 +198,39 @@ impl Default for Sampler {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn minimal_system_reads_a_fixture_and_defaults_the_rest() {
+        // No tempfile dev-dependency here: a per-process directory, removed
+        // at the end.
+        let root = std::env::temp_dir().join(format!("headroom-capacity-{}", std::process::id()));
+        let put = |rel: &str, text: &str| {
+            let p = root.join("proc").join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        put("sys/fs/nr_open", "1048576\n");
+        put("sys/fs/file-nr", "2016\t0\t9223372036854775807\n");
+        put("sys/net/core/somaxconn", "4096\n");
+        put("sys/net/ipv4/ip_local_port_range", "1024\t65535\n");
+        put("meminfo", "MemTotal: 4 kB\nMemAvailable: 2 kB\n");
+        let s = minimal_system(&Host::at(&root));
+        assert_eq!(
+            (s.nr_open, s.file_max, s.file_nr_allocated),
+            (1_048_576, 0, 2016)
+        );
+        assert_eq!((s.somaxconn, s.tcp_max_syn_backlog), (4096, 0));
+        assert_eq!(s.ip_local_port_range, (1024, 65535));
+        assert_eq!((s.mem_total_bytes, s.mem_available_bytes), (4096, 2048));
+        put("sys/net/ipv4/ip_local_port_range", "1024\t70000\n");
+        std::fs::remove_file(root.join("proc/sys/fs/nr_open")).unwrap();
+        std::fs::remove_file(root.join("proc/meminfo")).unwrap();
+        let s = minimal_system(&Host::at(&root));
+        assert_eq!(s.nr_open, 1 << 20);
+        assert_eq!(s.ip_local_port_range, (32768, 60999));
+        assert_eq!((s.mem_total_bytes, s.mem_available_bytes), (0, 0));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn sampling_period_stretches_with_its_cost() {

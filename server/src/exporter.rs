@@ -1,8 +1,9 @@
-//! `--metrics ADDR`: serves `GET /metrics` in the Prometheus text format.
-//! A one-route HTTP/1.0-style responder (read the request head, answer,
-//! close): no keep-alive, no body, bounded head size, time and number of
-//! scrapes answered at once. One responder for a single `serve` process and
-//! for the `--workers` supervisor: what differs is only how the page is made.
+//! `GET /metrics` in the Prometheus text format: headroom's one metrics
+//! responder, for `headroom serve --metrics` (a single process and the
+//! `--workers` supervisor) and `headroom probe --listen`; what differs is
+//! only how the page is made. A one-route HTTP/1.0-style responder (read the
+//! request head, answer, close): no keep-alive, no body, bounded head size,
+//! time and number of scrapes answered at once.
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;

@@ -59,7 +59,6 @@ pub use protocol::{Engine, EngineConfig, Flow, Session, SessionEvent, Transport}
 pub use registry::{
     Args, LogLevel, Registry, RpcError, ToolCtx, ToolFuture, ToolOutput, ToolResult,
 };
-pub mod bench;
 pub mod exporter;
 pub mod framing;
 pub mod http;

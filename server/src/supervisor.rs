@@ -2,14 +2,16 @@
 //! places the connections a full worker passes up, restarts a worker that
 //! dies (its sessions are lost and counted; the others never notice),
 //! forwards SIGTERM for a graceful drain, and serves one Prometheus endpoint
-//! for the whole service. It holds no listener and no connection of its own
-//! (a bound, non-listening SO_REUSEPORT socket keeps the port reserved), so
-//! `headroom status --port` sees exactly the workers.
+//! for the whole service (its page is made in the `scrape` module). It holds
+//! no listener and no connection of its own (a bound, non-listening
+//! SO_REUSEPORT socket keeps the port reserved), so `headroom status --port`
+//! sees exactly the workers.
+
+mod scrape;
 
 use crate::workers::{self, channel, recv, send, tag, Shm, MAX_MESSAGE, READY, STARTING};
-use headroom_probe::export::CapacityGauges;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -54,6 +56,8 @@ pub enum Error {
     StartTimeout(Duration),
     #[error(transparent)]
     Io(#[from] io::Error),
+    #[error("supervisor metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 struct Proc {
@@ -71,10 +75,8 @@ struct Sup {
     shm: Arc<Shm>,
     procs: Vec<Option<Proc>>,
     generation: u64,
-    restarts: u64,
-    lost: u64,
-    placed: u64,
-    refused_full: u64,
+    /// Restarts, sessions lost, connections placed and refused.
+    own: scrape::Own,
     stopping: bool,
     /// The service-wide capacity sampler, kept between scrapes (incremental:
     /// full passes at most once per resync).
@@ -134,11 +136,11 @@ impl Sup {
             let p = self.procs[i].as_mut().expect("live");
             if send(p.chan.as_raw_fd(), &[tag::ADOPT], Some(fd.as_raw_fd())).is_ok() {
                 p.sent += 1;
-                self.placed += 1;
+                self.own.placed.inc();
                 return;
             }
         }
-        self.refused_full += 1;
+        self.own.refused_full.inc();
         let total = self.total_ceiling();
         let n = self.live().count();
         let line = crate::jsonrpc::refusal_line(
@@ -221,10 +223,7 @@ async fn supervise(plan: Plan) -> Result<bool, Error> {
         shm: shm.clone(),
         procs: (0..plan.workers).map(|_| None).collect(),
         generation: 0,
-        restarts: 0,
-        lost: 0,
-        placed: 0,
-        refused_full: 0,
+        own: scrape::Own::new()?,
         stopping: false,
         sampler: Default::default(),
     }));
@@ -263,7 +262,7 @@ async fn supervise(plan: Plan) -> Result<bool, Error> {
         let sup = sup.clone();
         tokio::task::spawn_local(crate::exporter::serve(l, move || {
             let sup = sup.clone();
-            async move { scrape(&sup).await }
+            async move { scrape::scrape(&sup).await }
         }));
     }
     {
@@ -396,8 +395,8 @@ fn on_exit(
     let inflight = p.sent.saturating_sub(slot.adopted.load(Ordering::SeqCst));
     shm.service_active.fetch_sub(held, Ordering::SeqCst);
     let pid = p.pid;
-    s.lost += held + inflight;
-    s.restarts += 1;
+    s.own.lost.inc_by(held + inflight);
+    s.own.restarts.inc();
     eprintln!(
         "headroom serve: worker {index} (pid {pid}) exited ({status}): {} session(s) lost; restarting",
         held + inflight
@@ -523,216 +522,5 @@ async fn read_channel(
                 Err(e) => return Err(e),
             }
         }
-    }
-}
-
-/// One scrape: every live worker's page (labelled `worker="i"`) merged
-/// with the supervisor's own counters and one service-wide capacity
-/// prediction. The workers' own capacity gauges are dropped: per-worker
-/// predictions next to the service's would double every `sum`.
-async fn scrape(sup: &Rc<RefCell<Sup>>) -> String {
-    let mut pending = Vec::new();
-    let mut held = Vec::new();
-    {
-        let mut s = sup.borrow_mut();
-        let shm = s.shm.clone();
-        let live: Vec<usize> = s.live().map(|(i, _)| i).collect();
-        for i in live {
-            let p = s.procs[i].as_mut().expect("live");
-            held.push((p.pid, shm.slots[i].active.load(Ordering::SeqCst)));
-            let (tx, rx) = oneshot::channel();
-            if send(p.chan.as_raw_fd(), &[tag::METRICS], None).is_ok() {
-                p.waiters.push_back(tx);
-                pending.push((i, rx));
-            }
-        }
-    }
-    // /proc and sock_diag reads block: off the supervisor's only thread,
-    // while the workers answer.
-    let sampler = sup.borrow().sampler.clone();
-    let capacity = tokio::task::spawn_blocking(move || {
-        // A poisoned lock (a sample panicked) still holds a usable source.
-        let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
-        s.service(&held)
-    });
-    let mut pages = Vec::new();
-    for (i, rx) in pending {
-        if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(2), rx).await {
-            pages.push((
-                Some(i.to_string()),
-                without_families(&text, &CapacityGauges::NAMES),
-            ));
-        }
-    }
-    let mut own = own_metrics(&sup.borrow());
-    // A worker that died mid-snapshot: no prediction this scrape rather than a wrong one.
-    if let Ok(Ok(p)) = capacity.await {
-        own.push_str(&headroom_probe::export::render_prediction(&p));
-    }
-    pages.push((None, own));
-    merge_pages(&pages)
-}
-
-/// `text` without the samples, HELP and TYPE lines of the families `names`.
-fn without_families(text: &str, names: &[&str]) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.lines() {
-        let name = match line
-            .strip_prefix("# HELP ")
-            .or_else(|| line.strip_prefix("# TYPE "))
-        {
-            Some(rest) => rest.split(' ').next().unwrap_or_default(),
-            None => &line[..line.find(['{', ' ']).unwrap_or(line.len())],
-        };
-        if !names.contains(&name) {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn own_metrics(s: &Sup) -> String {
-    use headroom_core::metrics as m;
-    let live = s.live().count();
-    format!(
-        "# HELP {w} Worker processes serving now\n# TYPE {w} gauge\n{w} {live}\n\
-         # HELP {r} Workers restarted after they died\n# TYPE {r} counter\n{r} {}\n\
-         # HELP {l} Sessions lost with a worker that died\n# TYPE {l} counter\n{l} {}\n\
-         # HELP {f} Connections refused with an error line, by the limit that refused them\n# TYPE {f} counter\n{f}{{transport=\"tcp\",reason=\"nofile\",worker=\"supervisor\"}} {}\n\
-         # HELP headroom_server_connections_passed_total Connections a full worker passed to a sibling with room\n# TYPE headroom_server_connections_passed_total counter\nheadroom_server_connections_passed_total {}\n",
-        s.restarts,
-        s.lost,
-        s.refused_full,
-        s.placed,
-        w = m::SERVER_WORKERS,
-        r = m::SERVER_WORKER_RESTARTS_TOTAL,
-        l = m::SERVER_SESSIONS_LOST_TOTAL,
-        f = m::SERVER_CONNECTIONS_REFUSED_TOTAL,
-    )
-}
-
-/// Merges Prometheus text pages into one: each family's HELP and TYPE once,
-/// then its samples from every page, a `worker` label added where the page
-/// has one (and the sample does not already carry it).
-pub fn merge_pages(pages: &[(Option<String>, String)]) -> String {
-    struct Family {
-        help: Option<String>,
-        kind: Option<String>,
-        samples: Vec<String>,
-    }
-    let mut order: Vec<String> = Vec::new();
-    let mut fams: BTreeMap<String, Family> = BTreeMap::new();
-    for (worker, text) in pages {
-        let mut current = String::new();
-        for line in text.lines() {
-            let family = |name: &str| name.to_string();
-            if let Some(rest) = line
-                .strip_prefix("# HELP ")
-                .or_else(|| line.strip_prefix("# TYPE "))
-            {
-                let name = rest.split_whitespace().next().unwrap_or_default();
-                current = family(name);
-                let f = fams.entry(current.clone()).or_insert_with(|| {
-                    order.push(current.clone());
-                    Family {
-                        help: None,
-                        kind: None,
-                        samples: Vec::new(),
-                    }
-                });
-                if line.starts_with("# HELP ") {
-                    f.help.get_or_insert_with(|| line.to_string());
-                } else {
-                    f.kind.get_or_insert_with(|| line.to_string());
-                }
-                continue;
-            }
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let sample = match worker {
-                Some(w) if !line.contains("worker=\"") => label(line, w),
-                _ => line.to_string(),
-            };
-            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
-            let key = if current.is_empty() || !line[..name_end].starts_with(current.as_str()) {
-                line[..name_end].to_string()
-            } else {
-                current.clone()
-            };
-            fams.entry(key.clone())
-                .or_insert_with(|| {
-                    order.push(key.clone());
-                    Family {
-                        help: None,
-                        kind: None,
-                        samples: Vec::new(),
-                    }
-                })
-                .samples
-                .push(sample);
-        }
-    }
-    let mut out = String::new();
-    for name in order {
-        let f = &fams[&name];
-        for l in [&f.help, &f.kind].into_iter().flatten() {
-            out.push_str(l);
-            out.push('\n');
-        }
-        for s in &f.samples {
-            out.push_str(s);
-            out.push('\n');
-        }
-    }
-    out
-}
-
-fn label(line: &str, worker: &str) -> String {
-    match line.find(['{', ' ']) {
-        Some(i) if line.as_bytes()[i] == b'{' => {
-            let close = line[i..].starts_with("{}");
-            if close {
-                format!("{}{{worker=\"{worker}\"}}{}", &line[..i], &line[i + 2..])
-            } else {
-                format!("{}{{worker=\"{worker}\",{}", &line[..i], &line[i + 1..])
-            }
-        }
-        Some(i) => format!("{}{{worker=\"{worker}\"}}{}", &line[..i], &line[i..]),
-        None => line.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_merge_into_one_family_each_with_worker_labels() {
-        let a = "# HELP x_total Things\n# TYPE x_total counter\nx_total{transport=\"tcp\"} 3\n# HELP g A gauge\n# TYPE g gauge\ng 1\n".to_string();
-        let b = "# HELP x_total Things\n# TYPE x_total counter\nx_total{transport=\"tcp\"} 4\n# HELP h_seconds H\n# TYPE h_seconds histogram\nh_seconds_bucket{le=\"0.1\"} 2\nh_seconds_sum 0.5\nh_seconds_count 2\n".to_string();
-        let own = "# HELP w Workers\n# TYPE w gauge\nw 2\n".to_string();
-        let m = merge_pages(&[(Some("0".into()), a), (Some("1".into()), b), (None, own)]);
-        assert_eq!(
-            m,
-            "# HELP x_total Things\n# TYPE x_total counter\n\
-             x_total{worker=\"0\",transport=\"tcp\"} 3\nx_total{worker=\"1\",transport=\"tcp\"} 4\n\
-             # HELP g A gauge\n# TYPE g gauge\ng{worker=\"0\"} 1\n\
-             # HELP h_seconds H\n# TYPE h_seconds histogram\n\
-             h_seconds_bucket{worker=\"1\",le=\"0.1\"} 2\nh_seconds_sum{worker=\"1\"} 0.5\nh_seconds_count{worker=\"1\"} 2\n\
-             # HELP w Workers\n# TYPE w gauge\nw 2\n"
-        );
-    }
-
-    #[test]
-    fn worker_capacity_families_are_dropped_whole() {
-        let page = "# HELP headroom_connections C\n# TYPE headroom_connections gauge\nheadroom_connections 3\n\
-                    # HELP headroom_constraint_limit L\n# TYPE headroom_constraint_limit gauge\nheadroom_constraint_limit{constraint=\"nofile\"} 512\n\
-                    # HELP headroom_connections_other O\n# TYPE headroom_connections_other gauge\nheadroom_connections_other 1\n";
-        assert_eq!(
-            without_families(page, &CapacityGauges::NAMES),
-            "# HELP headroom_connections_other O\n# TYPE headroom_connections_other gauge\nheadroom_connections_other 1\n"
-        );
     }
 }

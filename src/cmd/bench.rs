@@ -8,14 +8,17 @@
 //! asserted.
 
 use super::CmdResult;
+use crate::bench_support::{bare_line_server, tcp_slab_bytes};
 use anyhow::{bail, Context};
-use headroom_server::bench;
+use headroom_flood::bench::{self, ChildServer, Killed};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
+
+// `bench probe`: the eBPF probe's cost and its no-drop check.
+mod probe;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -175,78 +178,6 @@ impl RmcpArg {
     }
 }
 
-/// A child server, killed on drop.
-struct ChildServer {
-    child: Child,
-    addr: SocketAddr,
-    /// The ready line the server printed.
-    ready: Value,
-}
-
-impl ChildServer {
-    fn spawn(args: &[&str]) -> anyhow::Result<ChildServer> {
-        let exe = std::env::current_exe().context("locating the headroom binary")?;
-        ChildServer::spawn_program(&exe, args)
-    }
-
-    /// Runs `program args`; its first stdout line is JSON naming the
-    /// address in `listen` (or `http` for `serve --http` alone).
-    fn spawn_program(program: &Path, args: &[&str]) -> anyhow::Result<ChildServer> {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        let mut line = String::new();
-        let read = BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line);
-        let ready: anyhow::Result<(SocketAddr, Value)> = (|| {
-            read?;
-            let v: Value = serde_json::from_str(&line)
-                .with_context(|| format!("{}: ready line {line:?}", program.display()))?;
-            let addr = v["listen"]
-                .as_str()
-                .or(v["http"].as_str())
-                .context("no listen address in the ready line")?
-                .parse()?;
-            Ok((addr, v))
-        })();
-        match ready {
-            Ok((addr, ready)) => Ok(ChildServer { child, addr, ready }),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(e)
-            }
-        }
-    }
-
-    fn serve(extra: &[&str]) -> anyhow::Result<ChildServer> {
-        let mut a = vec![
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            "--idle-timeout",
-            "3600",
-        ];
-        a.extend_from_slice(extra);
-        ChildServer::spawn(&a)
-    }
-
-    fn rss(&self) -> u64 {
-        headroom_server::capacity::rss_of(self.child.id())
-    }
-}
-
-impl Drop for ChildServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -260,13 +191,13 @@ fn sessions_on(srv: &ChildServer, n: usize, concurrency: usize) -> anyhow::Resul
     let rt = client_runtime()?;
     std::thread::sleep(Duration::from_millis(300));
     let rss0 = srv.rss();
-    let k0 = bench::tcp_slab_bytes();
+    let k0 = tcp_slab_bytes();
     let (held, took) = rt
         .block_on(bench::open_sessions(srv.addr, n, concurrency))
         .context("opening sessions")?;
     std::thread::sleep(Duration::from_secs(1));
     let rss1 = srv.rss();
-    let k1 = bench::tcp_slab_bytes();
+    let k1 = tcp_slab_bytes();
     let per = (rss1.saturating_sub(rss0)) as f64 / n as f64;
     let out = json!({
         "sessions": n,
@@ -317,30 +248,6 @@ fn sessions(n: usize, concurrency: usize, runtime: &str, rmcp: &RmcpArg) -> anyh
     Ok(out)
 }
 
-/// Runs `rounds` rounds; in each, every server gets `per_round` of load in
-/// turn. Returns each server's merged samples, in `servers` order.
-fn interleaved<F>(
-    rt: &tokio::runtime::Runtime,
-    servers: usize,
-    rounds: u32,
-    mut round: F,
-) -> anyhow::Result<Vec<bench::Samples>>
-where
-    F: FnMut(
-        usize,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = std::io::Result<bench::Samples>>>,
-    >,
-{
-    let mut all: Vec<bench::Samples> = (0..servers).map(|_| bench::Samples::default()).collect();
-    for _ in 0..rounds {
-        for (i, acc) in all.iter_mut().enumerate() {
-            acc.merge(rt.block_on(round(i))?);
-        }
-    }
-    Ok(all)
-}
-
 fn check_rounds(seconds: u64, rounds: u32) -> anyhow::Result<Duration> {
     if rounds == 0 || seconds == 0 {
         bail!("--seconds and --rounds must be at least 1");
@@ -372,7 +279,7 @@ fn throughput(
     if let Some(r) = &rm {
         targets.push((r.addr, true));
     }
-    let mut s = interleaved(&rt, targets.len(), rounds, |i| {
+    let mut s = bench::interleaved(&rt, targets.len(), rounds, |i| {
         let (addr, is_mcp) = targets[i];
         Box::pin(bench::throughput_samples(
             addr,
@@ -419,7 +326,7 @@ fn http(clients: usize, seconds: u64, rounds: u32, rmcp: &RmcpArg) -> anyhow::Re
     if let Some(r) = &rm {
         targets.push(r.addr);
     }
-    let mut s = interleaved(&rt, targets.len(), rounds, |i| {
+    let mut s = bench::interleaved(&rt, targets.len(), rounds, |i| {
         Box::pin(bench::http_throughput(
             targets[i],
             clients,
@@ -463,25 +370,6 @@ fn layout(n: usize) -> anyhow::Result<Value> {
         );
     }
     Ok(Value::Object(out))
-}
-
-/// CPU seconds this process has used (user + system).
-pub(super) fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct we hand it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-/// A child process killed on drop.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// What must agree between a full pass and a quick one.
@@ -542,17 +430,17 @@ fn top(n: u64, refreshes: u32, resync: u32) -> anyhow::Result<Value> {
     std::thread::sleep(Duration::from_secs(2));
 
     let mut inc = PollSource::new().incremental(Duration::from_secs(3600));
-    let t = cpu_seconds();
+    let t = bench::cpu_seconds();
     inc.snapshot(&target)?;
-    let first = cpu_seconds() - t;
+    let first = bench::cpu_seconds() - t;
     let (mut full, mut quick, mut agree) = (Vec::new(), Vec::new(), 0);
     for _ in 0..refreshes {
-        let t = cpu_seconds();
+        let t = bench::cpu_seconds();
         let a = PollSource::new().snapshot(&target)?;
-        full.push(cpu_seconds() - t);
-        let t = cpu_seconds();
+        full.push(bench::cpu_seconds() - t);
+        let t = bench::cpu_seconds();
         let b = inc.snapshot(&target)?;
-        quick.push(cpu_seconds() - t);
+        quick.push(bench::cpu_seconds() - t);
         if poll_key(&a) == poll_key(&b) {
             agree += 1;
         }
@@ -584,7 +472,7 @@ fn top(n: u64, refreshes: u32, resync: u32) -> anyhow::Result<Value> {
 pub fn run(args: Args) -> CmdResult {
     let result = match args.what {
         Some(What::BareServer { listen, threads }) => {
-            bench::bare_line_server(listen, threads, |a| {
+            bare_line_server(listen, threads, |a| {
                 println!("{}", json!({"listen": a.to_string()}))
             })?;
             return Ok(ExitCode::SUCCESS);
@@ -637,7 +525,7 @@ pub fn run(args: Args) -> CmdResult {
             if !(interval > 0.0 && interval <= 3600.0) {
                 bail!("--interval must be between 0 and 3600 seconds");
             }
-            let o = super::bench_probe::Opts {
+            let o = probe::Opts {
                 rounds,
                 seconds,
                 sessions,
@@ -649,7 +537,7 @@ pub fn run(args: Args) -> CmdResult {
                 interval: Duration::from_secs_f64(interval),
                 options: headroom_probe::ebpf::Options { time_wait_events },
             };
-            json!({"probe": super::bench_probe::run(&o)?})
+            json!({"probe": probe::run(&o)?})
         }
         None => {
             let rmcp = RmcpArg { path: None };

@@ -3,7 +3,6 @@
 
 pub mod advise;
 pub mod bench;
-pub mod bench_probe;
 pub mod completions;
 pub mod fleet;
 pub mod flood;
@@ -11,7 +10,6 @@ pub mod manpages;
 pub mod preflight;
 pub mod probe;
 pub mod serve;
-pub mod serve_workers;
 pub mod status;
 pub mod top;
 pub mod up;

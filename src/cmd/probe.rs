@@ -9,7 +9,7 @@ use headroom_probe::ebpf::{EbpfExtras, EbpfProbe, Filter, Options};
 use headroom_probe::export::{self, Reading};
 use headroom_probe::{PollSource, Target};
 use serde_json::json;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -150,7 +150,7 @@ pub fn run(args: Args) -> CmdResult {
             // The programs keep the socket states exact between samples, so the
             // poll no longer needs to match every socket to its process at each
             // one: a full pass per resync period, cheap quick passes between.
-            watch.poll = PollSource::new().incremental(super::top::RESYNC);
+            watch.poll = PollSource::new().incremental(headroom_probe::DEFAULT_RESYNC);
             status
         }
         Err(e) => {
@@ -174,7 +174,7 @@ pub fn run(args: Args) -> CmdResult {
             listener.local_addr()?
         );
         let shared = Arc::clone(&shared);
-        std::thread::spawn(move || serve(listener, shared));
+        serve(listener, shared)?;
     }
     loop {
         std::thread::sleep(interval);
@@ -268,32 +268,24 @@ fn print(r: &Reading, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A minimal HTTP/1.1 endpoint: GET /metrics, one request per connection.
-fn serve(listener: TcpListener, shared: Arc<Mutex<Reading>>) {
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        let mut line = String::new();
-        let mut reader = BufReader::new(&conn);
-        if reader.read_line(&mut line).is_err() {
-            continue;
-        }
-        // Drain the headers so the client does not see a reset.
-        let mut h = String::new();
-        while reader.read_line(&mut h).map(|n| n > 2).unwrap_or(false) {
-            h.clear();
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("");
-        let (status, ctype, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-            let text = export::render(&shared.lock().expect("reading lock"));
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", text)
-        } else {
-            ("404 Not Found", "text/plain", "see /metrics\n".to_string())
-        };
-        let _ = write!(
-            conn,
-            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-    }
+/// Serves the latest reading at `/metrics` on a thread of its own, through
+/// the same hardened responder as `headroom serve --metrics` (bounded
+/// request head, head timeout, scrapes answered at once).
+fn serve(listener: TcpListener, shared: Arc<Mutex<Reading>>) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("metrics runtime")?;
+    listener.set_nonblocking(true)?;
+    let listener = {
+        let _entered = rt.enter();
+        tokio::net::TcpListener::from_std(listener)?
+    };
+    std::thread::spawn(move || {
+        rt.block_on(headroom_server::exporter::serve(listener, move || {
+            let page = export::render(&shared.lock().expect("reading lock"));
+            std::future::ready(page)
+        }))
+    });
+    Ok(())
 }

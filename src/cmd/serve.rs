@@ -14,6 +14,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+// `--workers`: the supervisor and the worker side, on this command's `Args`.
+mod workers;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// TCP address to serve newline-delimited JSON-RPC on (port 0: any free port)
@@ -100,7 +103,7 @@ fn read_token(path: &PathBuf) -> anyhow::Result<String> {
 pub fn run(args: Args) -> CmdResult {
     super::grow_heap_in_large_steps();
     if let Some(spec) = &args.workers {
-        return super::serve_workers::supervise(&args, spec);
+        return workers::supervise(&args, spec);
     }
     if args.max_message_bytes < 64 {
         bail!("--max-message-bytes must be at least 64");
@@ -263,7 +266,7 @@ pub fn run(args: Args) -> CmdResult {
     let server = TcpServer::bind(listen, layout, &limits)
         .with_context(|| format!("binding --listen {listen}"))?;
     let addr = server.local_addr();
-    let (server, worker) = super::serve_workers::attach(&args, server)?;
+    let (server, worker) = workers::attach(&args, server)?;
     let running = server
         .start(engine, state.clone(), limits)
         .context("starting the TCP transport")?;

@@ -3,8 +3,8 @@
 //! dashboard on it; quitting the dashboard stops the server cleanly
 //! (SIGTERM, then it drains).
 
-use super::top::{run_options, LocalSource};
 use super::CmdResult;
+use crate::dashboard::{run_options, LocalSource};
 use anyhow::{bail, Context};
 use headroom_probe::Target;
 use std::io::{BufRead, BufReader};
@@ -169,7 +169,7 @@ pub fn run(args: Args) -> CmdResult {
     // the reason in the title bar) when it does not.
     let mut source = LocalSource::open(
         Target::Pid(server.child.id()),
-        super::top::RESYNC,
+        headroom_probe::DEFAULT_RESYNC,
         args.no_ebpf,
         headroom_apps::Options::default(),
     )?;

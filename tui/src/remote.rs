@@ -1,119 +1,17 @@
 //! `--source http://HOST:PORT/metrics`: a remote `headroom probe` read over
-//! its Prometheus endpoint. The text exposition format is parsed here (it is
-//! small and line-based); the samples are turned back into the same
+//! its Prometheus endpoint. The page is parsed by core's
+//! [`headroom_core::prom`]; the samples are turned back into the same
 //! [`Snapshot`] and [`Prediction`] the local probe gives.
 
 use crate::source::{Sample, Source, SourceError};
 use headroom_core::metrics as m;
+use headroom_core::prom::{self, Sample as Metric};
 use headroom_core::{
     predict, Constraint, FdError, Listener, ModelConfig, Prediction, ProcessInfo, Scope, Snapshot,
     Source as DataSource, TcpState,
 };
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// One sample line of the text format: `name{label="value",...} 42`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Metric {
-    pub name: String,
-    pub labels: Vec<(String, String)>,
-    pub value: f64,
-}
-
-impl Metric {
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("line {line}: {what}")]
-pub struct ParseError {
-    pub line: usize,
-    pub what: String,
-}
-
-/// Parses the Prometheus text exposition format (version 0.0.4). Comments,
-/// HELP and TYPE lines are skipped; timestamps are ignored.
-pub fn parse(text: &str) -> Result<Vec<Metric>, ParseError> {
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let err = |what: &str| ParseError {
-            line: i + 1,
-            what: what.to_string(),
-        };
-        let name_end = line
-            .find(|c: char| c == '{' || c.is_whitespace())
-            .ok_or_else(|| err("no value"))?;
-        let name = &line[..name_end];
-        if name.is_empty() {
-            return Err(err("no metric name"));
-        }
-        let mut rest = &line[name_end..];
-        let mut labels = Vec::new();
-        if let Some(after) = rest.strip_prefix('{') {
-            let (parsed, tail) = parse_labels(after).map_err(&err)?;
-            labels = parsed;
-            rest = tail;
-        }
-        let value = rest
-            .split_whitespace()
-            .next()
-            .ok_or_else(|| err("no value"))?;
-        let value = match value {
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v.parse::<f64>().map_err(|_| err("value is not a number"))?,
-        };
-        out.push(Metric {
-            name: name.to_string(),
-            labels,
-            value,
-        });
-    }
-    Ok(out)
-}
-
-/// Parses `a="x",b="y"}` and returns the labels and what follows the brace.
-type Labels = Vec<(String, String)>;
-
-fn parse_labels(mut s: &str) -> Result<(Labels, &str), &'static str> {
-    let mut labels = Vec::new();
-    loop {
-        s = s.trim_start();
-        if let Some(rest) = s.strip_prefix('}') {
-            return Ok((labels, rest));
-        }
-        let eq = s.find('=').ok_or("label without '='")?;
-        let key = s[..eq].trim().to_string();
-        s = s[eq + 1..].trim_start();
-        s = s.strip_prefix('"').ok_or("label value not quoted")?;
-        let mut value = String::new();
-        let mut chars = s.char_indices();
-        let end = loop {
-            match chars.next() {
-                Some((i, '"')) => break i,
-                Some((_, '\\')) => match chars.next() {
-                    Some((_, 'n')) => value.push('\n'),
-                    Some((_, c)) => value.push(c),
-                    None => return Err("unterminated label value"),
-                },
-                Some((_, c)) => value.push(c),
-                None => return Err("unterminated label value"),
-            }
-        };
-        labels.push((key, value));
-        s = s[end + 1..].trim_start();
-        s = s.strip_prefix(',').unwrap_or(s);
-    }
-}
 
 fn unit_of(constraint: &str) -> &'static str {
     match constraint {
@@ -362,7 +260,8 @@ impl Source for RemoteSource {
             .call()
             .and_then(|mut r| r.body_mut().read_to_string())
             .map_err(|e| SourceError::Other(format!("{}: {e}", self.url)))?;
-        let metrics = parse(&body).map_err(|e| SourceError::Other(format!("{}: {e}", self.url)))?;
+        let metrics =
+            prom::parse(&body).map_err(|e| SourceError::Other(format!("{}: {e}", self.url)))?;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -403,21 +302,8 @@ headroom_predicted_max_connections{constraint="nofile"} 19958 1700000000000
 "#;
 
     #[test]
-    fn parses_names_labels_values_and_escapes() {
-        let ms = parse("a 1\nb{x=\"q\\\"uote\",y=\"n\\nl\"} -2.5e3 123\n# c 3\nd +Inf\n").unwrap();
-        assert_eq!(ms.len(), 3);
-        assert_eq!(ms[0].name, "a");
-        assert_eq!(ms[1].label("x"), Some("q\"uote"));
-        assert_eq!(ms[1].label("y"), Some("n\nl"));
-        assert_eq!(ms[1].value, -2500.0);
-        assert!(ms[2].value.is_infinite());
-        assert_eq!(parse("x{a=\"1\" 2").unwrap_err().line, 1);
-        assert_eq!(parse("ok 1\nbad notanumber").unwrap_err().line, 2);
-    }
-
-    #[test]
     fn rebuilds_snapshot_and_prediction_from_a_probe() {
-        let ms = parse(EXPOSITION).unwrap();
+        let ms = prom::parse(EXPOSITION).unwrap();
         let s = sample_from_metrics(&ms, "http://h:9464/metrics", 5);
         let snap = &s.snapshot;
         assert_eq!(snap.source, DataSource::Remote);
@@ -455,7 +341,7 @@ headroom_predicted_max_connections{constraint="nofile"} 19958 1700000000000
 
     #[test]
     fn a_servers_own_metrics_give_connections_and_the_verdict() {
-        let ms = parse(
+        let ms = prom::parse(
             "headroom_server_connections_active{transport=\"tcp\"} 300\n\
              headroom_server_connections_active{transport=\"http\"} 5\n\
              headroom_predicted_max_connections 19949\n",
@@ -469,9 +355,10 @@ headroom_predicted_max_connections{constraint="nofile"} 19958 1700000000000
 
     #[test]
     fn without_constraint_metrics_the_model_runs_here() {
-        let ms =
-            parse("headroom_open_fds 100\nheadroom_open_fds_limit 1024\nheadroom_connections 90\n")
-                .unwrap();
+        let ms = prom::parse(
+            "headroom_open_fds 100\nheadroom_open_fds_limit 1024\nheadroom_connections 90\n",
+        )
+        .unwrap();
         let s = sample_from_metrics(&ms, "x", 0);
         assert_eq!(s.prediction.binding, "nofile");
         // 1024 - 100 - 32 reserve = 892 more, plus 90 held.

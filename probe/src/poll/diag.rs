@@ -369,12 +369,10 @@ mod tests {
             .expect("own listener in the dump");
         assert_eq!(me.rqueue, 0);
         // std listens with backlog 128, clamped to somaxconn.
-        let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
-            .unwrap()
-            .trim()
-            .parse()
+        let somaxconn = headroom_host::Host::system()
+            .sysctl_u64("net.core.somaxconn")
             .unwrap();
-        assert_eq!(me.wqueue, 128.min(somaxconn));
+        assert_eq!(u64::from(me.wqueue), 128.min(somaxconn));
         assert!(me.inode > 0);
     }
 }

@@ -5,6 +5,10 @@
 //! inode, /proc/PID/fd links name the inodes a process holds. net.* values
 //! and sock_diag belong to a network namespace, so when the target lives in
 //! another one they are read from a thread that has entered it (setns).
+//!
+//! The full pass (`full`) matches every socket; the incremental pass
+//! (`quick`) refreshes from what the last full pass matched; `owners` finds
+//! the processes behind a port.
 
 pub mod diag;
 pub mod kmem;
@@ -12,15 +16,20 @@ pub mod netstat;
 pub mod process;
 pub mod sysctl;
 
+#[cfg(test)]
+mod fixtures;
+mod full;
+mod owners;
+mod quick;
+
+pub use full::assign_sockets;
+pub use owners::pids_on_port;
+
 use crate::{Error, Target};
 use diag::DiagSocket;
-use headroom_core::{
-    Listener, MemoryPerConnection, ModelConfig, ProcessInfo, Snapshot, Source, SystemLimits,
-    TcpState,
-};
+use headroom_core::{Listener, MemoryPerConnection, ModelConfig, Snapshot, TcpState};
 use kmem::KernelMemory;
-use process::ProcScan;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -197,92 +206,7 @@ impl PollSource {
         Ok(snap)
     }
 
-    /// A refresh from what `full` matched; `None` when the target changed
-    /// in a way that needs a full pass.
-    fn quick(&mut self, full: &FullPass) -> Result<Option<Snapshot>, Error> {
-        let Some(&(lead, _, _)) = full.procs.first() else {
-            return Ok(None);
-        };
-        let own_netns = netns_of("self")?;
-        let netns = if full.port.is_some() {
-            own_netns.clone()
-        } else {
-            netns_of(&lead.to_string())?
-        };
-        if netns != full.netns {
-            return Ok(None);
-        }
-        let mut procs = Vec::with_capacity(full.procs.len());
-        for &(pid, _, _) in &full.procs {
-            match process::read_process_counted(pid) {
-                Ok(p) => procs.push(p),
-                Err(_) => return Ok(None),
-            }
-        }
-
-        let mut system = SystemLimits::default();
-        sysctl::read_host(&mut system)?;
-        let query = diag::Query::listeners(full.port);
-        let read = move || -> Result<(SystemLimits, Vec<DiagSocket>), Error> {
-            let mut s = system;
-            sysctl::read_net(&mut s)?;
-            Ok((s, diag::dump(query)?))
-        };
-        let (mut system, dump) = if full.port.is_some() || netns == own_netns {
-            read()?
-        } else {
-            in_netns_of(lead, &netns, read)?
-        };
-        let mut listeners: Vec<&DiagSocket> = dump
-            .iter()
-            .filter(|s| {
-                s.state == LISTEN
-                    && (full.port == Some(s.local.port())
-                        || full.listener_inodes.binary_search(&s.inode).is_ok())
-            })
-            .collect();
-        listeners.sort_by_key(|s| listener_order(s));
-        if sorted(listeners.iter().map(|s| s.inode)) != full.listener_inodes {
-            return Ok(None);
-        }
-
-        let netstat = netstat::parse_netstat(&read_proc(&format!("/proc/{lead}/net/netstat"))?)?;
-        let sockstat = netstat::parse_sockstat(&read_proc(&format!("/proc/{lead}/net/sockstat"))?)?;
-        system.tcp_mem_used_pages = Some(sockstat.mem_pages);
-
-        let processes: Vec<ProcessInfo> = procs
-            .into_iter()
-            .zip(&full.procs)
-            .map(|(p, &(_, fds, conns))| ProcessInfo {
-                connections: p.info.open_fds.saturating_sub(fds.saturating_sub(conns)),
-                ..p.info
-            })
-            .collect();
-        let before: u64 = full.procs.iter().map(|p| p.2).sum();
-        let now: u64 = processes.iter().map(|p| p.connections).sum();
-        let mut sockets = full.sockets.clone();
-        let est = sockets.entry(TcpState::Established).or_default();
-        *est = (*est + now).saturating_sub(before);
-        sockets.insert(TcpState::Listen, listeners.len() as u64);
-        sockets.retain(|_, n| *n > 0);
-
-        Ok(Some(Snapshot {
-            source: Source::Poll,
-            source_note: None,
-            taken_at_ms: now_ms(),
-            netns,
-            netstat,
-            processes,
-            listeners: listeners.into_iter().map(listener_of).collect(),
-            sockets,
-            time_wait: sockstat.tw,
-            memory_per_connection: self.memory_per_connection(),
-            system,
-            ..Default::default()
-        }))
-    }
-
-    fn memory_per_connection(&self) -> Option<MemoryPerConnection> {
+    pub(super) fn memory_per_connection(&self) -> Option<MemoryPerConnection> {
         self.kernel_memory.as_ref().map(|k| MemoryPerConnection {
             process_bytes: self.process_bytes_per_connection,
             kernel_bytes: k.bytes_per_connection,
@@ -291,157 +215,12 @@ impl PollSource {
             buffer_bytes: k.buffer_bytes,
         })
     }
-
-    /// One full pass: every fd link read, every socket dumped and matched.
-    fn full(&mut self, target: &Target) -> Result<Snapshot, Error> {
-        let own_netns = netns_of("self")?;
-        // Resolve the target to processes; for a port this needs the socket
-        // dump of our own namespace, which is then the right one to use.
-        let (procs, port, dump) = match target {
-            Target::Pid(pid) => (vec![process::read_process(*pid)?], None, None),
-            Target::Pids(pids) if pids.is_empty() => return Err(Error::EmptyTarget),
-            Target::Pids(pids) => {
-                let mut pids = pids.clone();
-                pids.sort_unstable();
-                pids.dedup();
-                let procs = pids
-                    .iter()
-                    .map(|p| process::read_process(*p))
-                    .collect::<Result<Vec<_>, _>>()?;
-                (procs, None, None)
-            }
-            Target::Port(port) => {
-                let dump = diag::dump_tcp()?;
-                let procs = owners_of_port(*port, &dump, &own_netns)?;
-                (procs, Some(*port), Some(dump))
-            }
-        };
-
-        let lead = procs[0].info.pid;
-        let netns = if port.is_some() {
-            own_netns.clone()
-        } else {
-            netns_of(&lead.to_string())?
-        };
-
-        let mut system = SystemLimits::default();
-        sysctl::read_host(&mut system)?;
-        let (net_sys, dump) = match dump {
-            Some(d) => {
-                let mut s = system.clone();
-                sysctl::read_net(&mut s)?;
-                (s, d)
-            }
-            None => {
-                let base = system.clone();
-                let query = if self.listeners_only {
-                    diag::Query::listeners(None)
-                } else {
-                    diag::Query::all()
-                };
-                let read = move || -> Result<(SystemLimits, Vec<DiagSocket>), Error> {
-                    let mut s = base;
-                    sysctl::read_net(&mut s)?;
-                    Ok((s, diag::dump(query)?))
-                };
-                if netns == own_netns {
-                    read()?
-                } else {
-                    in_netns_of(lead, &netns, read)?
-                }
-            }
-        };
-        system = net_sys;
-
-        // /proc/PID/net shows the namespace of PID, whoever reads it.
-        let netstat = netstat::parse_netstat(&read_proc(&format!("/proc/{lead}/net/netstat"))?)?;
-        let sockstat = netstat::parse_sockstat(&read_proc(&format!("/proc/{lead}/net/sockstat"))?)?;
-        system.tcp_mem_used_pages = Some(sockstat.mem_pages);
-
-        let mut snap = Snapshot {
-            source: Source::Poll,
-            source_note: None,
-            taken_at_ms: now_ms(),
-            netns,
-            netstat,
-            ..Default::default()
-        };
-        assign_sockets(&mut snap, &procs, &dump, port);
-
-        let ipv6 = snap.listeners.iter().any(|l| l.address.starts_with('['));
-        let epoll = procs.iter().any(|p| p.uses_epoll);
-        self.kernel_memory = measure_kernel_memory(&sockstat, system.page_size, ipv6, epoll);
-        snap.memory_per_connection = self.memory_per_connection();
-        snap.system = system;
-        Ok(snap)
-    }
 }
 
 /// The period after which a full pass is taken again: the fixed period, or
 /// `factor` times what the last one cost when that is longer.
 pub fn resync_after(every: Duration, cost: Duration, factor: u32) -> Duration {
     every.max(cost.saturating_mul(factor))
-}
-
-/// Fills the snapshot's processes (with their connection counts), the
-/// target's sockets by state, its listeners and the namespace's TIME_WAIT
-/// count from one sock_diag dump.
-/// `port`: the target is "whatever listens on this port", so its listeners
-/// are every listener there, visible owner or not.
-pub fn assign_sockets(
-    snap: &mut Snapshot,
-    procs: &[ProcScan],
-    dump: &[DiagSocket],
-    port: Option<u16>,
-) {
-    let mut owner: HashMap<u64, Vec<usize>> = HashMap::new();
-    for (i, p) in procs.iter().enumerate() {
-        for &ino in &p.socket_inodes {
-            owner.entry(ino).or_default().push(i);
-        }
-    }
-    let mut connections = vec![0u64; procs.len()];
-    let owned = |s: &DiagSocket| s.inode != 0 && owner.contains_key(&s.inode);
-
-    let mut listeners: Vec<&DiagSocket> = dump
-        .iter()
-        .filter(|s| s.state == LISTEN && (owned(s) || port == Some(s.local.port())))
-        .collect();
-    listeners.sort_by_key(|s| listener_order(s));
-    let ports: BTreeSet<u16> = listeners.iter().map(|s| s.local.port()).collect();
-
-    for s in dump {
-        if s.state == TIME_WAIT {
-            snap.time_wait += 1;
-        }
-        let mine = if owned(s) {
-            if s.state != LISTEN && s.state != CLOSE {
-                for &i in &owner[&s.inode] {
-                    connections[i] += 1;
-                }
-            }
-            true
-        } else {
-            // Request and TIME_WAIT sockets have no inode: they belong to the
-            // listener whose port they were accepted on.
-            (s.inode == 0 && s.state != LISTEN && ports.contains(&s.local.port()))
-                || (s.state == LISTEN && port == Some(s.local.port()))
-        };
-        if mine {
-            if let Some(st) = TcpState::from_kernel(s.state) {
-                *snap.sockets.entry(st).or_default() += 1;
-            }
-        }
-    }
-    snap.listeners = listeners.into_iter().map(listener_of).collect();
-    snap.processes = procs
-        .iter()
-        .zip(connections)
-        .map(|(p, c)| ProcessInfo {
-            connections: c,
-            ..p.info.clone()
-        })
-        .collect();
 }
 
 /// The order listeners are shown in: by port, IPv4 first, by address.
@@ -465,78 +244,6 @@ fn sorted(it: impl Iterator<Item = u64>) -> Vec<u64> {
     let mut v: Vec<u64> = it.collect();
     v.sort_unstable();
     v
-}
-
-/// Every process holding a listener on `port`, read from /proc. Processes we
-/// may not look into are skipped, and named in the error when nobody else
-/// owns the listeners.
-fn owners_of_port(port: u16, dump: &[DiagSocket], netns: &str) -> Result<Vec<ProcScan>, Error> {
-    let inodes: BTreeSet<u64> = dump
-        .iter()
-        .filter(|s| s.state == LISTEN && s.local.port() == port && s.inode != 0)
-        .map(|s| s.inode)
-        .collect();
-    if inodes.is_empty() {
-        return Err(Error::NoListener {
-            port,
-            netns: netns.to_string(),
-        });
-    }
-    let mut found = Vec::new();
-    let mut denied = 0;
-    for pid in all_pids()? {
-        let fds = match process::scan_fds(pid) {
-            Ok(f) => f,
-            Err(Error::Permission { .. }) => {
-                denied += 1;
-                continue;
-            }
-            Err(_) => continue, // exited meanwhile
-        };
-        if fds.socket_inodes.iter().any(|i| inodes.contains(i)) {
-            match process::read_process_with(pid, fds) {
-                Ok(p) => found.push(p),
-                Err(Error::NoSuchPid(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    if found.is_empty() {
-        let hint = if denied > 0 {
-            format!("{denied} processes could not be read; run as root")
-        } else {
-            "the listener belongs to no process (it is being closed?)".to_string()
-        };
-        return Err(Error::NoOwner {
-            port,
-            listeners: inodes.len(),
-            hint,
-        });
-    }
-    Ok(found)
-}
-
-/// The pids of every process holding a TCP listener on `port` in the
-/// calling thread's network namespace, sorted.
-pub fn pids_on_port(port: u16) -> Result<Vec<u32>, Error> {
-    let dump = diag::dump_tcp()?;
-    let ns = netns_of("self")?;
-    Ok(owners_of_port(port, &dump, &ns)?
-        .into_iter()
-        .map(|p| p.info.pid)
-        .collect())
-}
-
-fn all_pids() -> Result<Vec<u32>, Error> {
-    let rd = std::fs::read_dir("/proc").map_err(|e| Error::Io {
-        what: "/proc".into(),
-        source: e,
-    })?;
-    let mut pids: Vec<u32> = rd
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    Ok(pids)
 }
 
 fn read_proc(path: &str) -> Result<String, Error> {
@@ -597,26 +304,6 @@ fn in_netns_of<T: Send>(
     })
 }
 
-fn measure_kernel_memory(
-    sockstat: &netstat::SockStat,
-    page_size: u64,
-    ipv6: bool,
-    epoll: bool,
-) -> Option<KernelMemory> {
-    // Root only (mode 0400): without it the model's default is used, and
-    // status says so.
-    let text = std::fs::read_to_string("/proc/slabinfo").ok()?;
-    let slabs = kmem::parse_slabinfo(&text).ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as u64;
-    // SK_MEMORY_PCPU_RESERVE: 1 MiB of pages when the sysctl is not there.
-    let rsv = std::fs::read_to_string("/proc/sys/net/core/mem_pcpu_rsv")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or((1 << 20) / page_size.max(1));
-    kmem::measure(&slabs, sockstat, page_size, cpus, rsv, ipv6, epoll)
-}
-
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -636,268 +323,5 @@ mod tests {
             Duration::from_secs(1500)
         );
         assert_eq!(resync_after(min, Duration::from_secs(5), 0), min);
-    }
-
-    fn sock(state: TcpState, local: &str, remote: &str, q: (u32, u32), inode: u64) -> DiagSocket {
-        DiagSocket {
-            state: state as u8,
-            local: local.parse().unwrap(),
-            remote: remote.parse().unwrap(),
-            rqueue: q.0,
-            wqueue: q.1,
-            inode,
-        }
-    }
-
-    fn proc_with(pid: u32, inodes: &[u64]) -> ProcScan {
-        ProcScan {
-            info: ProcessInfo {
-                pid,
-                open_fds: 10,
-                ..Default::default()
-            },
-            socket_inodes: inodes.to_vec(),
-            uses_epoll: false,
-        }
-    }
-
-    /// Two workers on :8080 (v4 and v6 listeners), their connections,
-    /// socket-less queue and TIME_WAIT sockets, and a stranger's sockets.
-    fn dump() -> Vec<DiagSocket> {
-        use TcpState::*;
-        vec![
-            sock(Listen, "0.0.0.0:8080", "0.0.0.0:0", (2, 128), 100),
-            sock(Listen, "[::]:8080", "[::]:0", (0, 64), 200),
-            sock(
-                Established,
-                "127.0.0.1:8080",
-                "127.0.0.1:50001",
-                (0, 0),
-                101,
-            ),
-            sock(
-                Established,
-                "127.0.0.1:8080",
-                "127.0.0.1:50002",
-                (0, 0),
-                102,
-            ),
-            sock(Established, "[::1]:8080", "[::1]:50003", (0, 0), 201),
-            // In the accept queue: no inode yet.
-            sock(Established, "127.0.0.1:8080", "127.0.0.1:50004", (0, 0), 0),
-            sock(TimeWait, "127.0.0.1:8080", "127.0.0.1:50005", (0, 0), 0),
-            // A worker's unconnected socket: no connection.
-            sock(Close, "0.0.0.0:0", "0.0.0.0:0", (0, 0), 103),
-            // Someone else's listener, connection and TIME_WAIT.
-            sock(Listen, "127.0.0.1:9090", "0.0.0.0:0", (0, 4096), 900),
-            sock(
-                Established,
-                "127.0.0.1:40000",
-                "127.0.0.1:9090",
-                (0, 0),
-                901,
-            ),
-            sock(TimeWait, "127.0.0.1:9090", "127.0.0.1:40001", (0, 0), 0),
-        ]
-    }
-
-    #[test]
-    fn sockets_are_tied_to_processes_by_inode() {
-        let procs = [
-            proc_with(1, &[100, 101, 102, 103]),
-            proc_with(2, &[200, 201]),
-        ];
-        let mut snap = Snapshot::default();
-        assign_sockets(&mut snap, &procs, &dump(), None);
-        assert_eq!(snap.processes.len(), 2);
-        assert_eq!(snap.processes[0].connections, 2);
-        assert_eq!(snap.processes[1].connections, 1);
-        assert_eq!(snap.connections(), 3);
-        assert_eq!(snap.time_wait, 2);
-        let addrs: Vec<&str> = snap.listeners.iter().map(|l| l.address.as_str()).collect();
-        assert_eq!(addrs, ["0.0.0.0:8080", "[::]:8080"]);
-        assert_eq!(
-            (
-                snap.listeners[0].accept_queue_depth,
-                snap.listeners[0].accept_queue_limit
-            ),
-            (2, 128)
-        );
-        assert_eq!(snap.listeners[1].inode, 200);
-        use TcpState::*;
-        let want: BTreeMap<TcpState, u64> =
-            [(Established, 4), (Listen, 2), (TimeWait, 1), (Close, 1)].into();
-        assert_eq!(snap.sockets, want);
-    }
-
-    #[test]
-    fn port_target_takes_every_listener_on_the_port() {
-        // Only worker 1 is visible; the port still has both listeners.
-        let procs = [proc_with(1, &[100, 101])];
-        let mut snap = Snapshot::default();
-        assign_sockets(&mut snap, &procs, &dump(), Some(8080));
-        assert_eq!(snap.listeners.len(), 2);
-        assert_eq!(snap.processes[0].connections, 1);
-        assert_eq!(snap.sockets[&TcpState::Listen], 2);
-    }
-
-    #[test]
-    fn owners_of_an_empty_port_is_no_listener() {
-        let e = owners_of_port(1, &dump(), "net:[1]").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "no TCP listener on port 1 in this network namespace (net:[1])"
-        );
-    }
-}
-
-#[cfg(test)]
-mod incremental_tests {
-    //! Quick passes against full passes on a live child server.
-    use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::net::TcpStream;
-    use std::process::{Child, Command, Stdio};
-
-    /// Listens on a free port, prints it, accepts and holds connections,
-    /// closes each when its peer does.
-    const SERVER: &str = r#"
-import socket, select
-l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen(64)
-print(l.getsockname()[1], flush=True)
-conns = []
-while True:
-    r, _, _ = select.select([l] + conns, [], [])
-    for s in r:
-        if s is l:
-            conns.append(l.accept()[0])
-        elif not s.recv(1):
-            conns.remove(s); s.close()
-"#;
-
-    struct Server(Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn wait_fds(pid: u32, want: u64) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while process::count_fds(pid).unwrap() != want {
-            assert!(Instant::now() < deadline, "pid {pid} never held {want} fds");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn same(quick: &Snapshot, full: &Snapshot) {
-        let key = |s: &Snapshot| {
-            let p: Vec<_> = s
-                .processes
-                .iter()
-                .map(|p| (p.pid, p.open_fds, p.connections, p.nofile_soft))
-                .collect();
-            (p, s.listeners.clone(), s.sockets.clone(), s.netns.clone())
-        };
-        assert_eq!(key(quick), key(full));
-        assert_eq!(quick.memory_per_connection, full.memory_per_connection);
-    }
-
-    #[test]
-    fn quick_passes_agree_with_full_passes() {
-        let mut child = Command::new("python3")
-            .args(["-c", SERVER])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let server = Server(child);
-        let pid = server.0.id();
-        let port: u16 = line.trim().parse().unwrap();
-        let target = Target::Port(port);
-        let mut inc = PollSource::new().incremental(Duration::from_secs(3600));
-
-        let first = inc.snapshot(&target).unwrap();
-        assert_eq!(inc.passes(), Passes { full: 1, quick: 0 });
-        let base = first.processes[0].open_fds;
-
-        let mut clients: Vec<TcpStream> = (0..7)
-            .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
-            .collect();
-        wait_fds(pid, base + 7);
-        let q = inc.snapshot(&target).unwrap();
-        assert_eq!(inc.passes(), Passes { full: 1, quick: 1 });
-        assert_eq!(q.processes[0].connections, 7);
-        same(&q, &PollSource::new().snapshot(&target).unwrap());
-
-        clients.truncate(4);
-        wait_fds(pid, base + 4);
-        let q = inc.snapshot(&target).unwrap();
-        assert_eq!(inc.passes(), Passes { full: 1, quick: 2 });
-        assert_eq!(q.processes[0].connections, 4);
-        assert_eq!(q.sockets[&TcpState::Established], 4);
-        same(&q, &PollSource::new().snapshot(&target).unwrap());
-
-        // The same numbers for the process as a pid target.
-        let mut by_pid = PollSource::new().incremental(Duration::from_secs(3600));
-        by_pid.snapshot(&Target::Pid(pid)).unwrap();
-        clients.truncate(1);
-        wait_fds(pid, base + 1);
-        let q = by_pid.snapshot(&Target::Pid(pid)).unwrap();
-        assert_eq!(by_pid.passes(), Passes { full: 1, quick: 1 });
-        same(&q, &PollSource::new().snapshot(&Target::Pid(pid)).unwrap());
-        assert_eq!(q.listeners.len(), 1);
-        assert_eq!(q.listeners[0].port, port);
-
-        // A resync period of zero: every snapshot is a full pass.
-        let mut always = PollSource::new().incremental(Duration::ZERO);
-        always.snapshot(&target).unwrap();
-        always.snapshot(&target).unwrap();
-        assert_eq!(always.passes(), Passes { full: 2, quick: 0 });
-
-        // The server goes: the quick pass hands over to a full pass, which
-        // reports it.
-        drop(server);
-        let e = inc.snapshot(&target).unwrap_err();
-        assert!(matches!(e, Error::NoListener { .. }), "{e}");
-        drop(clients);
-    }
-}
-
-#[cfg(test)]
-mod model_tests {
-    //! Cases the core model's own tests do not cover, on snapshots shaped as
-    //! the poll source builds them.
-    use super::*;
-    use headroom_core::predict;
-
-    #[test]
-    fn unlimited_soft_nofile_is_capped_by_nr_open() {
-        let mut snap = Snapshot::default();
-        let p = ProcScan {
-            info: ProcessInfo {
-                pid: 5,
-                nofile_soft: None,
-                nofile_hard: None,
-                open_fds: 100,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
-        assign_sockets(&mut snap, &[p], &[], None);
-        snap.system.nr_open = 1 << 20;
-        let pred = predict(&snap, &ModelConfig::default());
-        let c = pred.constraint("nofile").unwrap();
-        assert_eq!(c.limit, 1 << 20);
-        assert_eq!(pred.predicted_max_connections, (1 << 20) - 100 - 32);
-        assert!(
-            c.explanation.contains("soft unlimited"),
-            "{}",
-            c.explanation
-        );
     }
 }

@@ -1,6 +1,6 @@
 //! `headroom bench probe`: what attaching the eBPF probe costs a server at
 //! full load, and whether the probe loses events at 20,000 new connections
-//! per second (issue 4, performance).
+//! per second.
 //!
 //! The probe runs in this process the way `headroom probe --port P` runs:
 //! programs loaded and attached, and once per interval a poll snapshot of
@@ -9,15 +9,12 @@
 
 use anyhow::{bail, Context};
 use headroom_core::{Snapshot, TcpState};
+use headroom_flood::bench::{
+    self, churn, cpu_seconds_with, drop_percent, median, Acceptor, ChildServer, Churn,
+};
 use headroom_probe::ebpf::{filter_for, EbpfExtras, EbpfProbe, Options, ProgramStats, RunStats};
 use headroom_probe::{PollSource, Target};
-use headroom_server::bench;
 use serde_json::{json, Value};
-use socket2::{Domain, Socket, Type};
-use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -99,7 +96,7 @@ impl Attached {
         let tracepoints = ebpf.attached().to_vec();
         let mut w = Watcher {
             // As `headroom probe` polls once eBPF is on.
-            poll: PollSource::new().incremental(super::top::RESYNC),
+            poll: PollSource::new().incremental(headroom_probe::DEFAULT_RESYNC),
             ebpf,
             target: Target::Port(port),
             port,
@@ -151,163 +148,6 @@ impl Drop for Attached {
     }
 }
 
-/// `headroom serve` as a child, killed on drop.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start() -> anyhow::Result<Server> {
-        let exe = std::env::current_exe().context("locating the headroom binary")?;
-        let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--json"])
-            .args(["--idle-timeout", "3600"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting headroom serve")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-        let mut s = Server {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let v: Value =
-            serde_json::from_str(&line).with_context(|| format!("server ready line {line:?}"))?;
-        s.addr = v["listen"].as_str().context("no listen address")?.parse()?;
-        Ok(s)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What a connect-and-reset run did.
-#[derive(Debug, Default, Clone, Copy)]
-struct Churn {
-    made: u64,
-    failed: u64,
-    seconds: f64,
-}
-
-/// One connection: bind a loopback source (port picked at connect), connect,
-/// close with SO_LINGER 0 so neither end keeps TIME_WAIT or a port.
-fn connect_reset(src: IpAddr, target: SocketAddr) -> std::io::Result<()> {
-    let s = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own, with a c_int option value.
-    unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&s),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            &one as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-    s.set_linger(Some(Duration::ZERO))?;
-    // A blocking connect() gives up after SO_SNDTIMEO: no poll loop needed.
-    s.set_write_timeout(Some(Duration::from_secs(3)))?;
-    s.bind(&SocketAddr::new(src, 0).into())?;
-    s.connect(&target.into())
-}
-
-/// `threads` threads connecting and resetting against `target` from
-/// 127.0.0.1.. (one source address per thread: each has its own port
-/// range), until `total` connections were attempted or `duration` passed,
-/// paced to `rate` per second overall (0: as fast as they go).
-fn churn(target: SocketAddr, threads: usize, total: u64, rate: f64, duration: Duration) -> Churn {
-    let made = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + duration;
-    let handles: Vec<_> = (0..threads.max(1))
-        .map(|t| {
-            let (made, failed, next) = (made.clone(), failed.clone(), next.clone());
-            let src = if target.is_ipv4() {
-                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (t % 250) as u8))
-            } else {
-                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
-            };
-            std::thread::spawn(move || loop {
-                // One shared ticket sequence: attempt i is due at start + i/rate.
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    return;
-                }
-                if rate > 0.0 {
-                    let due = start + Duration::from_secs_f64(i as f64 / rate);
-                    let now = Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
-                    }
-                }
-                if Instant::now() >= deadline {
-                    return;
-                }
-                match connect_reset(src, target) {
-                    Ok(()) => made.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            })
-        })
-        .collect();
-    for h in handles {
-        let _ = h.join();
-    }
-    Churn {
-        made: made.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-        seconds: start.elapsed().as_secs_f64(),
-    }
-}
-
-/// CPU seconds (user + system) used so far by this process (load client,
-/// churn threads, probe refresh) and by the server child: on a host where
-/// both run flat out, throughput lost to the probe shows up as CPU per call
-/// gained, and that ratio is far less disturbed by other work on the host
-/// than calls per second are.
-fn cpu_seconds(server: u32) -> f64 {
-    let own = super::bench::cpu_seconds();
-    // /proc/PID/stat fields 14 and 15, in clock ticks, after the ")" of comm.
-    let child = std::fs::read_to_string(format!("/proc/{server}/stat"))
-        .ok()
-        .and_then(|t| {
-            let rest = t.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
-        })
-        .unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    own + child / hz
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn drop_percent(off: f64, on: f64) -> f64 {
-    if off > 0.0 {
-        (off - on) / off * 100.0
-    } else {
-        0.0
-    }
-}
-
 fn listen_overflows() -> u64 {
     std::fs::read_to_string("/proc/net/netstat")
         .ok()
@@ -317,7 +157,7 @@ fn listen_overflows() -> u64 {
 
 /// Off/on rounds against one `headroom serve`: steady echo load, then churn.
 fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
-    let srv = Server::start()?;
+    let srv = ChildServer::serve(&[])?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -327,7 +167,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
     // CPU microseconds per call and per connection, per round.
     let mut cpu_call: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut cpu_conn: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-    let pid = srv.child.id();
+    let pid = srv.pid();
     let mut reads = 0;
     for round in 0..o.rounds * 2 {
         let on = round % 2 == 1;
@@ -336,7 +176,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
         } else {
             None
         };
-        let c0 = cpu_seconds(pid);
+        let c0 = cpu_seconds_with(pid);
         let t = rt
             .block_on(bench::throughput(
                 srv.addr,
@@ -347,7 +187,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
                 true,
             ))
             .context("echo load")?;
-        let c1 = cpu_seconds(pid);
+        let c1 = cpu_seconds_with(pid);
         cpu_call[on as usize].push((c1 - c0) * 1e6 / t.calls.max(1) as f64);
         steady[on as usize].push(t);
         if o.churn_seconds > 0.0 {
@@ -358,7 +198,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
                 0.0,
                 Duration::from_secs_f64(o.churn_seconds),
             );
-            cpu_conn[on as usize].push((cpu_seconds(pid) - c1) * 1e6 / c.made.max(1) as f64);
+            cpu_conn[on as usize].push((cpu_seconds_with(pid) - c1) * 1e6 / c.made.max(1) as f64);
             churns[on as usize].push(c);
         }
         if let Some(p) = probe {
@@ -437,7 +277,7 @@ fn overhead(o: &Opts) -> anyhow::Result<(Value, Value, Value)> {
 /// Where the "on" time goes: one more attached round with the kernel's
 /// per-program run statistics on (they cost two clock reads per run, so
 /// this round is not one of the compared ones).
-fn attribute(o: &Opts, srv: &Server, rt: &tokio::runtime::Runtime) -> anyhow::Result<Value> {
+fn attribute(o: &Opts, srv: &ChildServer, rt: &tokio::runtime::Runtime) -> anyhow::Result<Value> {
     let probe = Attached::start(srv.addr.port(), o.interval, o.options)?;
     let _stats = RunStats::enable()?;
     let mut out = serde_json::Map::new();
@@ -514,58 +354,6 @@ fn cost(a: &[ProgramStats], b: &[ProgramStats], wall: f64, units: u64, per: &str
     })
 }
 
-/// A listener accepting and closing as fast as it can, in this process.
-struct Acceptor {
-    listener: Arc<Socket>,
-    addr: SocketAddr,
-    accepted: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Acceptor {
-    fn start(threads: usize) -> anyhow::Result<Acceptor> {
-        let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
-        s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-        // Capped by net.core.somaxconn (4096 by default).
-        s.listen(4096)?;
-        let addr = s.local_addr()?.as_socket().context("listener address")?;
-        let listener = Arc::new(s);
-        let accepted = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let threads = (0..threads.max(1))
-            .map(|_| {
-                let (l, n, stop) = (listener.clone(), accepted.clone(), stop.clone());
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        if l.accept().is_ok() {
-                            n.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Ok(Acceptor {
-            listener,
-            addr,
-            accepted,
-            stop,
-            threads,
-        })
-    }
-}
-
-impl Drop for Acceptor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // shutdown() on a listening socket wakes every blocked accept().
-        let _ = self.listener.shutdown(std::net::Shutdown::Both);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Opens `connections` at `rate` against an accepting listener with the
 /// probe attached, then checks every connection was counted and none dropped.
 fn no_drop(o: &Opts) -> anyhow::Result<(Value, Vec<String>)> {
@@ -583,11 +371,11 @@ fn no_drop(o: &Opts) -> anyhow::Result<(Value, Vec<String>)> {
     );
     // Every connection made has to reach accept(); bounded wait.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while acc.accepted.load(Ordering::Relaxed) < c.made && Instant::now() < deadline {
+    while acc.accepted() < c.made && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     let (snap, x, reads) = probe.finish()?;
-    let accepted = acc.accepted.load(Ordering::Relaxed);
+    let accepted = acc.accepted();
     let overflows = listen_overflows() - overflows0;
     let port = acc.addr.port();
     drop(acc);
@@ -656,18 +444,4 @@ pub fn run(o: &Opts) -> anyhow::Result<Value> {
         "program_cost": attributed,
         "no_drop": no_drop,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn medians_and_drops() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
-        assert_eq!(drop_percent(200.0, 194.0), 3.0);
-        assert_eq!(drop_percent(0.0, 5.0), 0.0);
-    }
 }

@@ -1,69 +1,15 @@
-//! `headroom bench`: the load client and the bare reference server. The
-//! servers under test run as child processes; the client runs here, in
-//! another process, on its own runtime.
+//! The MCP load client of `headroom bench`: sessions opened over TCP,
+//! pipelined `tools/call` with every reply matched to its request by id, and
+//! keep-alive Streamable HTTP clients; raw samples merged across rounds
+//! before percentiles are taken.
 
-use crate::framing::Framer;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
-
-/// A line server that does no protocol work: every line is written back as
-/// it came. Same runtime layout as `headroom serve` (per-core, SO_REUSEPORT).
-pub fn bare_line_server(
-    listen: SocketAddr,
-    threads: usize,
-    ready: impl FnOnce(SocketAddr),
-) -> io::Result<()> {
-    let server = crate::tcp::TcpServer::bind(
-        listen,
-        crate::tcp::Layout::PerCore(threads),
-        &crate::tcp::Limits::default(),
-    )?;
-    ready(server.local_addr());
-    let (listeners, runtimes) = server.into_parts();
-    let mut handles = Vec::new();
-    for (l, rt) in listeners.into_iter().zip(runtimes) {
-        handles.push(std::thread::spawn(move || {
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(l).expect("register listener");
-                loop {
-                    let Ok((mut s, _)) = l.accept().await else {
-                        continue;
-                    };
-                    let _ = s.set_nodelay(true);
-                    tokio::spawn(async move {
-                        let mut framer = Framer::default();
-                        let mut buf = vec![0u8; 16 * 1024];
-                        let mut out = Vec::new();
-                        loop {
-                            let n = match s.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            let _ = framer.push(&buf[..n], 1 << 20, |line| {
-                                out.extend_from_slice(line);
-                                out.push(b'\n');
-                                true
-                            });
-                            if s.write_all(&out).await.is_err() {
-                                return;
-                            }
-                            out.clear();
-                        }
-                    });
-                }
-            })
-        }));
-    }
-    for h in handles {
-        let _ = h.join();
-    }
-    Ok(())
-}
 
 /// Source addresses 127.0.0.1.. so that one destination never runs out of
 /// ephemeral ports (each source address has its own range).
@@ -427,29 +373,23 @@ async fn gather(tasks: Vec<ClientTask>, start: Instant) -> io::Result<Samples> {
 
 pub const ECHO_CALL: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"message\":\"hello\"}}}\n";
 
-/// Bytes held host-wide by the slab caches a TCP connection allocates from
-/// (socket, inode, file, dentry, epoll item, bind bucket): the difference
-/// across opening N connections is their kernel memory, measured. Socket
-/// buffers of idle connections are near zero and /proc/net/sockstat `mem`
-/// counts them in whole pages per CPU, so it is not used here.
-pub fn tcp_slab_bytes() -> u64 {
-    const CACHES: [&str; 7] = [
-        "TCP",
-        "TCPv6",
-        "sock_inode_cache",
-        "filp",
-        "dentry",
-        "eventpoll_epi",
-        "tcp_bind_bucket",
-    ];
-    let text = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
-    headroom_probe::poll::kmem::parse_slabinfo(&text)
-        .map(|m| {
-            CACHES
-                .iter()
-                .filter_map(|c| m.get(*c))
-                .map(|s| s.active_objs * s.objsize)
-                .sum()
-        })
-        .unwrap_or(0)
+/// Runs `rounds` rounds; in each, every server gets one run of `round(i)`
+/// in turn, so noise from other work on the host hits every server alike.
+/// Returns each server's merged samples, in order.
+pub fn interleaved<F>(
+    rt: &tokio::runtime::Runtime,
+    servers: usize,
+    rounds: u32,
+    mut round: F,
+) -> io::Result<Vec<Samples>>
+where
+    F: FnMut(usize) -> std::pin::Pin<Box<dyn std::future::Future<Output = io::Result<Samples>>>>,
+{
+    let mut all: Vec<Samples> = (0..servers).map(|_| Samples::default()).collect();
+    for _ in 0..rounds {
+        for (i, acc) in all.iter_mut().enumerate() {
+            acc.merge(rt.block_on(round(i))?);
+        }
+    }
+    Ok(all)
 }

@@ -1,19 +1,23 @@
 //! The plan of an apply: the diff from the readings, the files it would
 //! write, and whether each of them wins at the next boot (see
-//! [`crate::boot::persist`]): a plan with conflicts is refused. Writing and
+//! [`crate::boot::persist`]): a plan with conflicts is refused. Each file
+//! format apply writes has its own module (sysctl.d, limits.d, a unit's
+//! drop-in); what changes against the host is in `diff`. Writing and
 //! rolling back are in [`crate::journal`].
 
-use crate::boot::persist::{self, Conflict};
-use crate::boot::{units, valid_conf_name, verdict};
+mod diff;
+mod dropin;
+mod limits_d;
+mod sysctl_d;
+
+use crate::boot::persist::Conflict;
+use crate::boot::{valid_conf_name, verdict};
 pub use crate::check::Selector;
-use crate::check::{join, target};
 pub use crate::journal::{apply, rollback, Applied, RollbackOutcome};
 use crate::profile::Profile;
-use crate::readings::{parse_numbers, Readings};
-use crate::root::read_optional;
+use crate::readings::Readings;
 use crate::{Error, Root};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
 
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/90-headroom.conf";
 pub const LIMITS_FILE: &str = "/etc/security/limits.d/90-headroom.conf";
@@ -134,6 +138,13 @@ fn selected(opts: &ApplyOptions, name: &str) -> bool {
     (opts.only.is_empty() || opts.only.matches(name)) && !opts.skip.matches(name)
 }
 
+/// The first line of every file apply writes.
+fn header(profile: &str) -> String {
+    format!(
+        "# Written by `headroom preflight apply --profile {profile}`; `headroom preflight rollback` removes it.\n"
+    )
+}
+
 fn valid_unit(u: &str) -> Result<String, Error> {
     let name = u.strip_suffix(".service").unwrap_or(u);
     let ok = !name.is_empty()
@@ -146,6 +157,30 @@ fn valid_unit(u: &str) -> Result<String, Error> {
         )));
     }
     Ok(name.to_string())
+}
+
+/// A typo in --only/--skip must not silently select nothing.
+fn check_selectors(profile: &Profile, opts: &ApplyOptions) -> Result<(), Error> {
+    let names: Vec<&str> = profile
+        .sysctls
+        .keys()
+        .map(String::as_str)
+        .chain(profile.nofile.as_ref().map(|_| "nofile"))
+        .collect();
+    for (flag, sel) in [("--only", &opts.only), ("--skip", &opts.skip)] {
+        if let Some(p) = sel
+            .patterns()
+            .iter()
+            .find(|p| !names.iter().any(|n| Selector::one(p, n)))
+        {
+            return Err(Error::Usage(format!(
+                "{flag} {p}: profile {} has no such setting ({})",
+                profile.name,
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Computes what `apply` would change. Reads nothing but `r` and, for the
@@ -178,30 +213,10 @@ pub fn plan(
         }
     }
     let view = verdict::read(root, None, None);
-    // A typo in --only/--skip must not silently select nothing.
-    let names: Vec<&str> = profile
-        .sysctls
-        .keys()
-        .map(String::as_str)
-        .chain(profile.nofile.as_ref().map(|_| "nofile"))
-        .collect();
-    for (flag, sel) in [("--only", &opts.only), ("--skip", &opts.skip)] {
-        if let Some(p) = sel
-            .patterns()
-            .iter()
-            .find(|p| !names.iter().any(|n| Selector::one(p, n)))
-        {
-            return Err(Error::Usage(format!(
-                "{flag} {p}: profile {} has no such setting ({})",
-                profile.name,
-                names.join(", ")
-            )));
-        }
-    }
-    let netns = r.snapshot.netns.clone();
+    check_selectors(profile, opts)?;
     let mut p = Plan {
         profile: profile.name.clone(),
-        netns: netns.clone(),
+        netns: r.snapshot.netns.clone(),
         sysctls: vec![],
         files: vec![],
         created_dirs: vec![],
@@ -209,194 +224,36 @@ pub fn plan(
         notes: vec![],
         conflicts: vec![],
     };
-    // Runtime values that already satisfy the rule but that a persisted
-    // file would take back at boot: written to our file, not to /proc/sys.
-    let mut persist_only: Vec<(String, String)> = Vec::new();
-    for (key, rule) in &profile.sysctls {
-        if !selected(opts, key) {
-            continue;
-        }
-        let raw = r.sysctls.get(key).cloned().flatten();
-        let current = raw
-            .as_deref()
-            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "));
-        let kept = |reason: String| Kept {
-            name: key.clone(),
-            current: current.clone(),
-            reason,
-        };
-        match raw.as_deref().map(parse_numbers) {
-            None => p.kept.push(kept(if key.starts_with("net.") {
-                format!(
-                    "absent in net namespace {netns}: host-wide, set it from the initial namespace"
-                )
-            } else {
-                "absent on this kernel".into()
-            })),
-            Some(None) => p.kept.push(kept("not a number".into())),
-            Some(Some(c)) => match target(rule, &c) {
-                None => {
-                    let (row, failure) = verdict::sysctl_row(&view, key, rule);
-                    let mut reason = format!("satisfies {}", crate::check::required_text(rule));
-                    if failure.is_some() && row.value.is_some() {
-                        reason.push_str(&format!(
-                            " now; persisted for boot: {} sets {}",
-                            row.file.as_deref().unwrap_or("?"),
-                            row.value.as_deref().unwrap_or("?")
-                        ));
-                        persist_only.push((key.clone(), join(&c)));
-                    }
-                    p.kept.push(kept(reason));
-                }
-                Some(t) => p.sysctls.push(SysctlChange {
-                    key: key.clone(),
-                    previous: current.clone().unwrap_or_default(),
-                    applied: join(&t),
-                }),
-            },
-        }
-    }
+    let persist_only = diff::sysctls(&mut p, profile, r, opts, &view);
 
     let mut files: Vec<(String, String)> = Vec::new();
-    let mut persisted: Vec<(&str, &str)> = p
-        .sysctls
-        .iter()
-        .map(|c| (c.key.as_str(), c.applied.as_str()))
-        .chain(persist_only.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .collect();
-    persisted.sort();
-    if !persisted.is_empty() {
-        let mut s = format!(
-            "# Written by `headroom preflight apply --profile {}`; `headroom preflight rollback` removes it.\n",
-            profile.name
-        );
-        for (k, v) in &persisted {
-            s.push_str(&format!("{k} = {v}\n"));
-        }
-        let keys: Vec<&str> = persisted.iter().map(|(k, _)| *k).collect();
-        let (conflicts, notes) = persist::sysctl_conflicts(&view, profile, sysctl_name, &s, &keys);
-        p.conflicts.extend(conflicts);
-        p.notes.extend(notes);
-        files.push((sysctl_file.clone(), s));
-        if p.sysctls.iter().any(|c| c.key.starts_with("net.")) {
-            let init = std::fs::read_link(root.proc("1/ns/net"))
-                .map(|l| l.to_string_lossy().into_owned())
-                .ok();
-            // Unknown (no access to pid 1) is not "different": say nothing.
-            if init.is_some_and(|i| i != netns) {
-                p.notes.push(format!(
-                    "net.* values were written in {netns}; {sysctl_file} is read at boot in the initial namespace"
-                ));
-            }
-        }
-    }
-
+    files.extend(sysctl_d::plan(
+        &mut p,
+        profile,
+        root,
+        &view,
+        (sysctl_name, &sysctl_file),
+        &persist_only,
+    ));
     if let Some(n) = profile.nofile.as_ref().filter(|_| selected(opts, "nofile")) {
-        let proc = &r.snapshot.processes[0];
-        let (soft, hard) = (proc.nofile_soft, proc.nofile_hard);
-        let session_ok = soft.is_none_or(|s| s >= n.soft) && hard.is_none_or(|h| h >= n.hard);
-        // Never lower: keep whatever is already above the profile.
-        let want_soft = soft.map_or(n.soft, |s| s.max(n.soft));
-        let want_hard = hard.map_or(n.hard, |h| h.max(n.hard)).max(want_soft);
-        let cur = format!(
-            "soft {}, hard {}",
-            soft.map_or("unlimited".into(), |v| v.to_string()),
-            hard.map_or("unlimited".into(), |v| v.to_string())
-        );
-        if session_ok {
-            p.kept.push(Kept {
-                name: "nofile".into(),
-                current: Some(cur),
-                reason: format!("satisfies soft >= {}, hard >= {}", n.soft, n.hard),
-            });
-        } else {
-            let mut s = format!(
-                "# Written by `headroom preflight apply --profile {}`; `headroom preflight rollback` removes it.\n# pam_limits: `*` does not cover root, hence the root lines.\n",
-                profile.name
-            );
-            for who in ["*", "root"] {
-                s.push_str(&format!(
-                    "{who:<5} soft nofile {want_soft}\n{who:<5} hard nofile {want_hard}\n"
-                ));
-            }
-            p.conflicts
-                .extend(persist::limits_conflicts(root, &view, n, limits_name, &s));
-            files.push((limits_file.clone(), s));
-            if hard.is_some_and(|h| h < n.hard) && !r.cap_sys_resource {
-                p.notes.push(format!(
-                    "nofile: this session's hard limit {} cannot be raised without CAP_SYS_RESOURCE; the new limit applies to new logins and restarted services",
-                    hard.unwrap_or(0)
-                ));
-            }
-        }
+        files.extend(limits_d::plan(
+            &mut p,
+            profile,
+            root,
+            r,
+            &view,
+            n,
+            (limits_name, &limits_file),
+        ));
         if let Some(u) = &unit {
-            let ours = format!("/etc/systemd/system/{u}.service.d/{dropin_name}");
-            let now = units::nofile(root, u, None, Some(&ours));
-            match now.from.map(|_| (now.soft, now.hard)) {
-                Some((s, h)) if s >= n.soft && h >= n.hard => p.kept.push(Kept {
-                    name: format!("{u}.service LimitNOFILE"),
-                    current: Some(format!("{s}:{h}")),
-                    reason: format!("satisfies {}:{}", n.soft, n.hard),
-                }),
-                existing => {
-                    let (s, h) =
-                        existing.map_or((n.soft, n.hard), |(s, h)| (s.max(n.soft), h.max(n.hard)));
-                    let fmt = |v: u64| {
-                        if v == u64::MAX {
-                            "infinity".to_string()
-                        } else {
-                            v.to_string()
-                        }
-                    };
-                    let content = format!(
-                        "# Written by `headroom preflight apply --profile {}`; `headroom preflight rollback` removes it.\n[Service]\nLimitNOFILE={}:{}\n",
-                        profile.name,
-                        fmt(s),
-                        fmt(h.max(s))
-                    );
-                    p.conflicts.extend(persist::dropin_conflicts(
-                        root,
-                        u,
-                        n,
-                        dropin_name,
-                        &content,
-                    ));
-                    files.push((ours, content));
-                    p.notes.push(format!(
-                        "systemctl daemon-reload && systemctl restart {u}.service to give it the new LimitNOFILE"
-                    ));
-                }
-            }
+            files.extend(dropin::plan(&mut p, profile, root, u, n, dropin_name));
         }
     } else if unit.is_some() && profile.nofile.is_some() {
         p.notes
             .push("--unit ignored: nofile is not selected".into());
     }
 
-    for (path, content) in files {
-        let full = root.file(&path);
-        let previous = read_optional(&full).map_err(|e| Error::io(&full, e))?;
-        if previous.as_deref() == Some(content.as_str()) {
-            continue;
-        }
-        // Directories we create, outermost first, so rollback can remove them.
-        let mut missing = Vec::new();
-        let mut d = Path::new(&path).parent();
-        while let Some(dir) = d.filter(|d| !root.file(&d.to_string_lossy()).exists()) {
-            missing.push(dir.to_string_lossy().into_owned());
-            d = dir.parent();
-        }
-        for dir in missing.into_iter().rev() {
-            if !p.created_dirs.contains(&dir) {
-                p.created_dirs.push(dir);
-            }
-        }
-        p.files.push(FileChange {
-            path,
-            previous,
-            content,
-        });
-    }
+    diff::files(&mut p, root, files)?;
     Ok(p)
 }
 
@@ -404,7 +261,9 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::profile::Loader;
+    use crate::readings::parse_numbers;
     use std::fs;
+    use std::path::Path;
     use std::path::PathBuf;
 
     const SYSCTLS: &[(&str, &str)] = &[

@@ -2,7 +2,7 @@
 //! value now, value at the next boot, requirement, capacity), then what sets
 //! the boot value, other writers, why it is not ok and how to fix it.
 
-use crate::check::{Check, Report, Status};
+use super::{Check, Report, Status};
 
 /// The report as an aligned table for a terminal.
 pub fn render(report: &Report) -> String {

@@ -3,8 +3,8 @@
 //! `serve` process joined to the service), glued to `serve`'s arguments.
 //! The mechanics live in `headroom_server::{supervisor, workers}`.
 
-use super::serve::Args;
-use super::CmdResult;
+use super::Args;
+use crate::cmd::CmdResult;
 use anyhow::{bail, Context};
 use headroom_server::supervisor::{self, Plan};
 use headroom_server::tcp::TcpServer;

@@ -1,14 +1,25 @@
 //! Checks: each rule of a profile against the current readings, one row per
 //! rule with what it is, what it should be, a remedy, and the connection
-//! capacity fixing it buys (from `headroom_core::predict`).
+//! capacity fixing it buys (from `headroom_core::predict`). One module per
+//! area of rows (sysctls, nofile, the advisory rows); what a rule asks of a
+//! value and what the profile does to the model's snapshot apart; the table
+//! in `render`.
 
-use crate::profile::{Level, NofileRule, Profile, SysctlRule};
+mod advisory;
+mod model;
+mod nofile;
+mod render;
+mod rule;
+mod sysctl;
+
+pub use model::applied_snapshot;
+pub use render::render;
+pub use rule::{join, required_text, target};
+
+use crate::profile::{Level, Profile};
 use crate::readings::Readings;
 use crate::Error;
-use headroom_core::{
-    ephemeral_ports_per_destination, predict, MemoryPerConnection, ModelConfig, Prediction,
-    Snapshot, SCHEMA_VERSION,
-};
+use headroom_core::{predict, ModelConfig, Prediction, SCHEMA_VERSION};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -177,299 +188,31 @@ impl Selector {
     }
 }
 
-/// The value a rule wants written given the current one, or `None` when the
-/// current value already satisfies it. Never moves a value that satisfies a
-/// bound: a `min` never lowers, a `range` only widens.
-pub fn target(rule: &SysctlRule, current: &[u64]) -> Option<Vec<u64>> {
-    if let Some((lo, hi)) = rule.range {
-        let (a, b) = match current {
-            [a, b] => (*a, *b),
-            _ => return Some(vec![lo, hi]),
-        };
-        return (a > lo || b < hi).then(|| vec![a.min(lo), b.max(hi)]);
-    }
-    let c = *current.first()?;
-    if let Some(e) = rule.exact {
-        return (c != e).then_some(vec![e]);
-    }
-    let want = c
-        .max(rule.min.unwrap_or(0))
-        .min(rule.max.unwrap_or(u64::MAX));
-    (want != c).then_some(vec![want])
-}
-
-/// The requirement in words: `>= 65535`, `<= 30`, `= 1`, `covers 1024-65535`.
-pub fn required_text(rule: &SysctlRule) -> String {
-    match (rule.min, rule.max, rule.exact, rule.range) {
-        (_, _, _, Some((lo, hi))) => format!("covers {lo}-{hi}"),
-        (_, _, Some(e), _) => format!("= {e}"),
-        (Some(lo), Some(hi), _, _) => format!("{lo}..={hi}"),
-        (Some(lo), None, _, _) => format!(">= {lo}"),
-        (None, Some(hi), _, _) => format!("<= {hi}"),
-        _ => String::new(),
-    }
-}
-
-pub fn join(v: &[u64]) -> String {
-    v.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
-}
-
-fn scope_of(key: &str) -> &'static str {
-    if key.starts_with("net.") {
-        "net-namespace"
-    } else {
-        "host"
-    }
-}
-
-/// The model constraint a sysctl feeds, if the model has one.
-fn constraint_of(key: &str) -> Option<&'static str> {
-    match key {
-        "fs.nr_open" => Some("nofile"),
-        "fs.file-max" => Some("file-max"),
-        "net.netfilter.nf_conntrack_max" => Some("conntrack"),
-        "net.ipv4.ip_local_port_range" => Some("ephemeral-ports"),
-        _ => None,
-    }
-}
-
-/// Puts a sysctl value into the snapshot fields the model reads.
-fn set_sysctl(snap: &mut Snapshot, key: &str, v: &[u64]) {
-    let s = &mut snap.system;
-    let first = v.first().copied().unwrap_or(0);
-    match key {
-        "fs.nr_open" => s.nr_open = first,
-        "fs.file-max" => s.file_max = first,
-        "net.core.somaxconn" => s.somaxconn = first,
-        "net.ipv4.tcp_max_syn_backlog" => s.tcp_max_syn_backlog = first,
-        "net.ipv4.ip_local_port_range" => {
-            if let [lo, hi] = v {
-                s.ip_local_port_range = (*lo as u16, *hi as u16);
-            }
-        }
-        "net.ipv4.tcp_tw_reuse" => s.tcp_tw_reuse = first as u8,
-        "net.ipv4.tcp_fin_timeout" => s.tcp_fin_timeout = first,
-        "net.netfilter.nf_conntrack_max" => s.conntrack_max = Some(first),
-        _ => {}
-    }
-}
-
-/// Raises the processes' nofile to the rule, as a restart under
-/// LimitNOFILE=/limits.d would; the kernel caps any rlimit at fs.nr_open.
-fn set_nofile(snap: &mut Snapshot, n: &NofileRule) {
-    let cap = snap.system.nr_open.max(1);
-    for p in &mut snap.processes {
-        p.nofile_soft = p.nofile_soft.map(|s| s.max(n.soft).min(cap));
-        p.nofile_hard = p.nofile_hard.map(|h| h.max(n.hard).min(cap));
-    }
-}
-
-fn nofile_ok(n: &NofileRule, soft: Option<u64>, hard: Option<u64>) -> bool {
-    soft.is_none_or(|s| s >= n.soft) && hard.is_none_or(|h| h >= n.hard)
-}
-
-fn fmt_limit(v: Option<u64>) -> String {
-    v.map_or("unlimited".into(), |v| v.to_string())
-}
-
-/// The snapshot with every setting of the profile applied.
-pub fn applied_snapshot(profile: &Profile, r: &Readings) -> Snapshot {
-    let mut snap = r.snapshot.clone();
-    for (key, rule) in &profile.sysctls {
-        if let Some(t) = r.numbers(key).and_then(|c| target(rule, &c)) {
-            set_sysctl(&mut snap, key, &t);
-        }
-    }
-    if let Some(n) = &profile.nofile {
-        set_nofile(&mut snap, n);
-    }
-    snap
-}
-
 /// Checks `r` against `profile`. Pure: everything it needs is in `r`.
 pub fn check(profile: &Profile, r: &Readings) -> Report {
     let cfg = ModelConfig::default();
-    let mut base = r.snapshot.clone();
-    let measured = base.memory_per_connection.is_some_and(|m| m.measured);
-    if let Some(m) = profile.memory.as_ref().filter(|_| !measured) {
-        // The profile's figure replaces the model's default cost, never a
-        // figure measured on the target.
-        let kernel = cfg
-            .default_memory_per_connection
-            .kernel_bytes
-            .min(m.bytes_per_connection);
-        base.memory_per_connection = Some(MemoryPerConnection {
-            process_bytes: m.bytes_per_connection - kernel,
-            kernel_bytes: kernel,
-            measured: false,
-            buffer_bytes: None,
-        });
-    }
+    let base = model::base_snapshot(profile, r, &cfg);
     let now = predict(&base, &cfg);
     let r_model = Readings {
         snapshot: base.clone(),
         ..r.clone()
     };
     let applied = predict(&applied_snapshot(profile, &r_model), &cfg);
-    let mut checks = Vec::new();
-
-    for (key, rule) in &profile.sysctls {
-        let cur = r.numbers(key);
-        let raw = r.sysctls.get(key).cloned().flatten();
-        let mut row = Check {
-            name: key.clone(),
-            kind: "sysctl",
-            scope: scope_of(key),
-            current: raw
-                .as_deref()
-                .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")),
-            required: required_text(rule),
-            status: Status::Ok,
-            ignored: false,
-            reason: None,
-            remedy: None,
-            constraint: constraint_of(key).map(str::to_string),
-            capacity_now: None,
-            capacity_fixed: None,
-            boot: None,
-        };
-        let fix = match &cur {
-            None => {
-                row.status = rule.level.into();
-                row.reason = Some(if raw.is_some() {
-                    "value is not a number".into()
-                } else if key.starts_with("net.") {
-                    format!(
-                        "absent in net namespace {}: a host-wide sysctl (set it from the initial namespace) or a module not loaded",
-                        base.netns
-                    )
-                } else {
-                    "absent on this kernel".into()
-                });
-                None
-            }
-            Some(c) => target(rule, c),
-        };
-        if let Some(t) = &fix {
-            row.status = rule.level.into();
-            row.remedy = Some(format!("sysctl -w {key}='{}'", join(t)));
-        }
-        if let Some(c) = &cur {
-            match constraint_of(key) {
-                Some("ephemeral-ports") => {
-                    let size = |v: &[u64]| match v {
-                        [lo, hi] => {
-                            ephemeral_ports_per_destination((*lo as u16, *hi as u16), 1, 0, 0)
-                                .max_connections
-                        }
-                        _ => 0,
-                    };
-                    row.capacity_now = Some(size(c));
-                    row.capacity_fixed = Some(size(fix.as_deref().unwrap_or(c)));
-                }
-                Some(_) => {
-                    let mut s = base.clone();
-                    if let Some(t) = &fix {
-                        set_sysctl(&mut s, key, t);
-                    }
-                    row.capacity_now = Some(now.predicted_max_connections);
-                    row.capacity_fixed = Some(predict(&s, &cfg).predicted_max_connections);
-                }
-                None => {}
-            }
-        }
-        checks.push(row);
-    }
-
+    let mut checks: Vec<Check> = profile
+        .sysctls
+        .iter()
+        .map(|(key, rule)| sysctl::row(key, rule, r, &base, &now, &cfg))
+        .collect();
     if let Some(n) = &profile.nofile {
-        checks.push(nofile_check(&profile.name, n, r, &base, &now, &cfg));
+        checks.push(nofile::row(&profile.name, n, r, &base, &now, &cfg));
     }
-
     if let Some(m) = &profile.memory {
-        let need = profile
-            .target_connections
-            .saturating_mul(m.bytes_per_connection);
-        let have = base.system.mem_available_bytes;
-        let ok = have >= need;
-        checks.push(Check {
-            name: "memory".into(),
-            kind: "advisory",
-            scope: "host",
-            current: Some(format!("{} MiB available", have >> 20)),
-            required: format!(
-                ">= {} MiB ({} connections x {} B)",
-                need.div_ceil(1 << 20),
-                profile.target_connections,
-                m.bytes_per_connection
-            ),
-            status: if ok { Status::Ok } else { Status::Warn },
-            ignored: false,
-            reason: None,
-            remedy: (!ok).then(|| {
-                "add memory, or lower the per-connection cost (buffers, session state)".into()
-            }),
-            constraint: Some("memory".into()),
-            capacity_now: now.constraint("memory").map(|c| c.max_connections),
-            capacity_fixed: None,
-            boot: None,
-        });
+        checks.push(advisory::memory(profile, m, &base, &now));
     }
-
     if let Some(ct) = &profile.conntrack {
-        let max = base.system.conntrack_max;
-        let ok = max.is_none_or(|m| m >= ct.min);
-        checks.push(Check {
-            name: "conntrack".into(),
-            kind: "advisory",
-            scope: "net-namespace",
-            current: Some(max.map_or("module not loaded".into(), |m| m.to_string())),
-            required: format!(">= {} when nf_conntrack is loaded", ct.min),
-            status: if ok { Status::Ok } else { Status::Warn },
-            ignored: false,
-            reason: (!ok).then(|| {
-                "every tracked connection takes an entry; past nf_conntrack_max new ones are dropped (\"nf_conntrack: table full\")".into()
-            }),
-            remedy: (!ok).then(|| {
-                format!("sysctl -w net.netfilter.nf_conntrack_max={}, or exempt the port from tracking (NOTRACK)", ct.min)
-            }),
-            constraint: Some("conntrack".into()),
-            capacity_now: None,
-            capacity_fixed: None,
-            boot: None,
-        });
+        checks.push(advisory::conntrack(ct, &base));
     }
-
-    // The sum of it all: does the profile reach its own target?
-    let enough = applied.predicted_max_connections >= profile.target_connections;
-    checks.push(Check {
-        name: "capacity".into(),
-        kind: "advisory",
-        scope: "process",
-        current: Some(format!(
-            "{} now (binding {}), {} with the profile (binding {})",
-            now.predicted_max_connections,
-            now.binding,
-            applied.predicted_max_connections,
-            applied.binding
-        )),
-        required: format!(">= {} connections", profile.target_connections),
-        status: if enough { Status::Ok } else { Status::Warn },
-        ignored: false,
-        reason: (!enough).then(|| {
-            applied
-                .binding_constraint()
-                .map_or(String::new(), |c| c.explanation.clone())
-        }),
-        remedy: (!enough).then(|| {
-            applied
-                .binding_constraint()
-                .map_or(String::new(), |c| c.remedy.clone())
-        }),
-        constraint: Some(applied.binding.clone()),
-        capacity_now: Some(now.predicted_max_connections),
-        capacity_fixed: Some(applied.predicted_max_connections),
-        boot: None,
-    });
+    checks.push(advisory::capacity(profile, &now, &applied));
 
     let summary = summarize(&checks);
     Report {
@@ -486,92 +229,11 @@ pub fn check(profile: &Profile, r: &Readings) -> Report {
     }
 }
 
-fn nofile_check(
-    profile: &str,
-    n: &NofileRule,
-    r: &Readings,
-    base: &Snapshot,
-    now: &Prediction,
-    cfg: &ModelConfig,
-) -> Check {
-    let p = &base.processes[0];
-    let (soft, hard) = (p.nofile_soft, p.nofile_hard);
-    let ok = nofile_ok(n, soft, hard);
-    let who = if r.self_process {
-        "this session".to_string()
-    } else {
-        format!("pid {}", p.pid)
-    };
-    let mut reason = None;
-    let mut remedy = None;
-    if !ok {
-        let hard_short = hard.is_some_and(|h| h < n.hard);
-        reason = Some(if hard_short && !r.cap_sys_resource {
-            format!(
-                "hard limit {} < {} and headroom lacks CAP_SYS_RESOURCE: {who} cannot raise it at runtime; only a privileged parent can (systemd LimitNOFILE=, pam_limits at login)",
-                fmt_limit(hard),
-                n.hard
-            )
-        } else if hard_short {
-            format!(
-                "hard limit {} < {}: raise it at runtime with prlimit --pid {} --nofile={}:{} (headroom has CAP_SYS_RESOURCE)",
-                fmt_limit(hard),
-                n.hard,
-                p.pid,
-                n.soft,
-                n.hard
-            )
-        } else {
-            format!(
-                "soft limit {} < {}: the process can raise it itself up to its hard limit (setrlimit), or prlimit --pid {} --nofile={}:",
-                fmt_limit(soft),
-                n.soft,
-                p.pid,
-                n.soft
-            )
-        });
-        remedy = Some(format!(
-            "headroom preflight apply --profile {profile} [--unit NAME]: LimitNOFILE= drop-in and limits.d, then restart the service or log in again"
-        ));
-        if n.hard > base.system.nr_open {
-            remedy = remedy.map(|m| {
-                format!(
-                    "{m}; fs.nr_open {} must first be raised to >= {}",
-                    base.system.nr_open, n.hard
-                )
-            });
-        }
-    }
-    let mut fixed = base.clone();
-    set_nofile(&mut fixed, n);
-    Check {
-        name: "nofile".into(),
-        kind: "rlimit",
-        scope: "process",
-        current: Some(format!(
-            "soft {}, hard {} ({who})",
-            fmt_limit(soft),
-            fmt_limit(hard)
-        )),
-        required: format!("soft >= {}, hard >= {}", n.soft, n.hard),
-        status: if ok { Status::Ok } else { n.level.into() },
-        ignored: false,
-        reason,
-        remedy,
-        constraint: Some("nofile".into()),
-        capacity_now: Some(now.predicted_max_connections),
-        capacity_fixed: Some(predict(&fixed, cfg).predicted_max_connections),
-        boot: None,
-    }
-}
-
-pub use crate::check_render::render;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{ConntrackAdvice, MemoryAdvice};
-    use headroom_core::{ProcessInfo, SystemLimits};
+    use crate::profile::{ConntrackAdvice, MemoryAdvice, NofileRule, SysctlRule};
+    use headroom_core::{ProcessInfo, Snapshot, SystemLimits};
     use std::collections::BTreeMap;
 
     fn rule(

@@ -1,0 +1,82 @@
+//! What a benchmark reads besides its own load: CPU time of this process
+//! and of a server child, a server's resident memory, and the medians and
+//! relative drops its rounds are compared by.
+
+/// CPU seconds this process has used (user + system).
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we hand it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU seconds (user + system) used so far by this process (load client,
+/// churn threads, an in-process probe) and by the server child: on a host
+/// where both run flat out, throughput lost to what is measured shows up
+/// as CPU per call gained, and that ratio is far less disturbed by other
+/// work on the host than calls per second are.
+pub fn cpu_seconds_with(server: u32) -> f64 {
+    let own = cpu_seconds();
+    // /proc/PID/stat fields 14 and 15, in clock ticks, after the ")" of comm.
+    let child = std::fs::read_to_string(format!("/proc/{server}/stat"))
+        .ok()
+        .and_then(|t| {
+            let rest = t.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    own + child / hz
+}
+
+/// Resident set size of `pid` in bytes (0 when it cannot be read), from
+/// /proc/PID/statm as the server reads its own.
+pub fn rss_of(pid: u32) -> u64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return 0;
+    };
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// The median of `v` (0 when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// How far `on` fell below `off`, in percent of `off` (0 when `off` is 0).
+pub fn drop_percent(off: f64, on: f64) -> f64 {
+    if off > 0.0 {
+        (off - on) / off * 100.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_drops() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(drop_percent(200.0, 194.0), 3.0);
+        assert_eq!(drop_percent(0.0, 5.0), 0.0);
+    }
+}
