@@ -284,9 +284,11 @@ pub fn predict(snap: &Snapshot, cfg: &ModelConfig) -> Prediction {
         ""
     };
 
-    // System-wide file handles (processes with CAP_SYS_ADMIN are exempt:
-    // the kernel lets them past fs.file-max).
-    if snap.system.file_max > 0 {
+    // System-wide file handles. The kernel lets a process with
+    // CAP_SYS_ADMIN past fs.file-max (alloc_empty_file), so the wall is
+    // there only when some process that holds connections lacks it.
+    let file_max_exempt = nproc > 0 && holders.iter().all(|p| p.cap_sys_admin);
+    if snap.system.file_max > 0 && !file_max_exempt {
         cs.push(constraint(
             "file-max",
             Scope::System,
@@ -622,6 +624,28 @@ mod tests {
         assert_eq!(p.binding, "file-max");
         assert_eq!(p.predicted_max_connections, 1500);
         assert_eq!(p.next_wall, None);
+    }
+
+    #[test]
+    fn file_max_does_not_bind_processes_with_cap_sys_admin() {
+        let mut s = host();
+        s.system.file_max = 5000;
+        s.system.file_nr_allocated = 4500;
+        s.processes[0].cap_sys_admin = true;
+        let p = predict(&s, &ModelConfig::default());
+        assert!(p.constraint("file-max").is_none());
+        assert_eq!(p.binding, "nofile");
+        // One holder without it meets the wall: the kernel refuses it there.
+        let plain = ProcessInfo {
+            pid: 43,
+            cap_sys_admin: false,
+            ..s.processes[0].clone()
+        };
+        s.processes.push(plain);
+        let p = predict(&s, &ModelConfig::default());
+        assert_eq!(p.binding, "file-max");
+        // 2000 held by the two, plus the 500 handles left.
+        assert_eq!(p.predicted_max_connections, 2500);
     }
 
     #[test]

@@ -107,6 +107,10 @@ pub struct ProcessInfo {
     pub cgroup_memory_limit_bytes: Option<u64>,
     /// memory.current of that cgroup.
     pub cgroup_memory_used_bytes: Option<u64>,
+    /// CAP_SYS_ADMIN is in the effective set: the kernel lets such a
+    /// process open files past fs.file-max.
+    #[serde(default)]
+    pub cap_sys_admin: bool,
 }
 
 /// Host-wide (or network-namespace-wide, for net.*) limits.

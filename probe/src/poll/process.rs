@@ -32,6 +32,9 @@ fn proc_err(pid: u32, what: &str, e: ProcError) -> Error {
     }
 }
 
+/// CAP_SYS_ADMIN's bit in the capability sets of /proc/PID/status.
+const CAP_SYS_ADMIN: u32 = 21;
+
 fn limit(v: LimitValue) -> Option<u64> {
     match v {
         LimitValue::Unlimited => None,
@@ -72,6 +75,9 @@ pub fn read_process_with(pid: u32, fds: FdScan) -> Result<ProcScan, Error> {
             rss_bytes: statm.resident * procfs::page_size(),
             cgroup_memory_limit_bytes: cg_limit,
             cgroup_memory_used_bytes: cg_used,
+            cap_sys_admin: proc
+                .status()
+                .is_ok_and(|st| st.capeff & (1 << CAP_SYS_ADMIN) != 0),
         },
         socket_inodes: fds.socket_inodes,
         uses_epoll: fds.epoll,
