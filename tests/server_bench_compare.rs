@@ -262,7 +262,12 @@ fn bench_compares_with_rmcp_over_http_and_tcp() {
         rmcp,
     ]);
     let s = &v["sessions"];
-    for row in [s, &s["rmcp"]] {
+    // Every session of the second server subscribed (the client waits for
+    // each subscribe's result, so 50 here means 50 subscriptions).
+    let sub = &s["with_subscription"];
+    assert_eq!(sub["subscribed_to"], "headroom://capacity", "{sub}");
+    assert!(sub["server_cpu_seconds_idle_2s"].is_number(), "{sub}");
+    for row in [s, &s["rmcp"], sub] {
         assert_eq!(row["sessions"], 50, "{row}");
         assert!(row["sessions_per_second"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["server_rss_after_bytes"].as_u64().unwrap() > 0, "{row}");

@@ -185,21 +185,37 @@ fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// Opens `n` idle initialized sessions on `srv`; RSS per session and the
-/// open rate.
-fn sessions_on(srv: &ChildServer, n: usize, concurrency: usize) -> anyhow::Result<Value> {
+/// Opens `n` idle initialized sessions on `srv`, each subscribed to
+/// `subscribe` when given; RSS per session, the open rate, and the server's
+/// CPU over 2 s while they sit idle.
+fn sessions_on(
+    srv: &ChildServer,
+    n: usize,
+    concurrency: usize,
+    subscribe: Option<&str>,
+) -> anyhow::Result<Value> {
     let rt = client_runtime()?;
     std::thread::sleep(Duration::from_millis(300));
     let rss0 = srv.rss();
     let k0 = tcp_slab_bytes();
     let (held, took) = rt
-        .block_on(bench::open_sessions(srv.addr, n, concurrency))
+        .block_on(bench::open_sessions_subscribed(
+            srv.addr,
+            n,
+            concurrency,
+            subscribe,
+        ))
         .context("opening sessions")?;
     std::thread::sleep(Duration::from_secs(1));
     let rss1 = srv.rss();
     let k1 = tcp_slab_bytes();
+    let cpu0 = bench::process_cpu_seconds(srv.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_cpu = bench::process_cpu_seconds(srv.pid()) - cpu0;
     let per = (rss1.saturating_sub(rss0)) as f64 / n as f64;
     let out = json!({
+        "subscribed_to": subscribe,
+        "server_cpu_seconds_idle_2s": idle_cpu,
         "sessions": n,
         "concurrency": concurrency,
         "open_seconds": took.as_secs_f64(),
@@ -219,15 +235,20 @@ fn sessions_on(srv: &ChildServer, n: usize, concurrency: usize) -> anyhow::Resul
 fn sessions(n: usize, concurrency: usize, runtime: &str, rmcp: &RmcpArg) -> anyhow::Result<Value> {
     let rmcp = rmcp.locate()?;
     let srv = ChildServer::serve(&["--runtime", runtime])?;
-    let mut h = sessions_on(&srv, n, concurrency)?;
+    let mut h = sessions_on(&srv, n, concurrency, None)?;
     drop(srv);
     h["runtime"] = json!(runtime);
     let mut out = h.clone();
+    // The same sessions each subscribed to the capacity resource, on a fresh
+    // server: what a quiet subscription costs in memory and idle CPU.
+    let srv = ChildServer::serve(&["--runtime", runtime])?;
+    out["with_subscription"] = sessions_on(&srv, n, concurrency, Some("headroom://capacity"))?;
+    drop(srv);
     // The same client against rmcp, one server at a time (RSS is per process).
     let r = match &rmcp {
         Ok(path) => {
             let srv = ChildServer::spawn_program(path, &["--tcp", "127.0.0.1:0"])?;
-            let mut r = sessions_on(&srv, n, concurrency)?;
+            let mut r = sessions_on(&srv, n, concurrency, None)?;
             r["runtime"] = srv.ready["runtime"].clone();
             Some(r)
         }

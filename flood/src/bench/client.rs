@@ -58,6 +58,41 @@ pub async fn open_session(addr: SocketAddr, i: usize) -> io::Result<BufReader<Tc
     Ok(s)
 }
 
+/// [`open_session`], then `resources/subscribe` to `uri`, waiting for its
+/// result (an update that comes first is read past).
+pub async fn open_subscribed_session(
+    addr: SocketAddr,
+    i: usize,
+    uri: &str,
+) -> io::Result<BufReader<TcpStream>> {
+    let mut s = open_session(addr, i).await?;
+    let subscribe = serde_json::json!({
+        "jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}
+    });
+    let mut req = subscribe.to_string();
+    req.push('\n');
+    s.get_mut().write_all(req.as_bytes()).await?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if s.read_line(&mut line).await? == 0 {
+            return Err(io::Error::other("closed before the subscribe result"));
+        }
+        let reply: serde_json::Value =
+            serde_json::from_str(line.trim()).map_err(io::Error::other)?;
+        if reply["id"] != 1 {
+            continue;
+        }
+        if reply.get("result").is_none() {
+            return Err(io::Error::other(format!(
+                "subscribe failed: {}",
+                line.trim()
+            )));
+        }
+        return Ok(s);
+    }
+}
+
 /// Opens `n` sessions with `concurrency` openers; returns them and the
 /// elapsed time.
 pub async fn open_sessions(
@@ -65,11 +100,23 @@ pub async fn open_sessions(
     n: usize,
     concurrency: usize,
 ) -> io::Result<(Vec<BufReader<TcpStream>>, Duration)> {
+    open_sessions_subscribed(addr, n, concurrency, None).await
+}
+
+/// [`open_sessions`], each session subscribed to `uri` when one is given.
+pub async fn open_sessions_subscribed(
+    addr: SocketAddr,
+    n: usize,
+    concurrency: usize,
+    uri: Option<&str>,
+) -> io::Result<(Vec<BufReader<TcpStream>>, Duration)> {
+    let uri: Option<Arc<str>> = uri.map(Arc::from);
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency.max(1) {
         let next = next.clone();
+        let uri = uri.clone();
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
@@ -77,7 +124,10 @@ pub async fn open_sessions(
                 if i >= n {
                     return Ok::<_, io::Error>(mine);
                 }
-                mine.push(open_session(addr, i).await?);
+                mine.push(match &uri {
+                    Some(uri) => open_subscribed_session(addr, i, uri).await?,
+                    None => open_session(addr, i).await?,
+                });
             }
         }));
     }

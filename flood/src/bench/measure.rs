@@ -4,11 +4,7 @@
 
 /// CPU seconds this process has used (user + system).
 pub fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct we hand it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    headroom_host::process::cpu_time().map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// CPU seconds (user + system) used so far by this process (load client,
@@ -17,9 +13,13 @@ pub fn cpu_seconds() -> f64 {
 /// as CPU per call gained, and that ratio is far less disturbed by other
 /// work on the host than calls per second are.
 pub fn cpu_seconds_with(server: u32) -> f64 {
-    let own = cpu_seconds();
+    cpu_seconds() + process_cpu_seconds(server)
+}
+
+/// CPU seconds (user + system) `pid` has used so far (0 when unreadable).
+pub fn process_cpu_seconds(pid: u32) -> f64 {
     // /proc/PID/stat fields 14 and 15, in clock ticks, after the ")" of comm.
-    let child = std::fs::read_to_string(format!("/proc/{server}/stat"))
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|t| {
             let rest = t.rsplit_once(')')?.1;
@@ -29,7 +29,7 @@ pub fn cpu_seconds_with(server: u32) -> f64 {
         .unwrap_or(0.0);
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    own + child / hz
+    ticks / hz
 }
 
 /// Resident set size of `pid` in bytes (0 when it cannot be read), from

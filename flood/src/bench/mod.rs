@@ -14,7 +14,10 @@ pub mod measure;
 pub use child::{ChildServer, Killed};
 pub use churn::{churn, connect_reset, Acceptor, Churn};
 pub use client::{
-    http_throughput, interleaved, open_session, open_sessions, throughput, throughput_samples,
-    HttpRequest, Samples, Throughput, ECHO_CALL, HTTP_ECHO_CALL, INITIALIZE,
+    http_throughput, interleaved, open_session, open_sessions, open_sessions_subscribed,
+    open_subscribed_session, throughput, throughput_samples, HttpRequest, Samples, Throughput,
+    ECHO_CALL, HTTP_ECHO_CALL, INITIALIZE,
 };
-pub use measure::{cpu_seconds, cpu_seconds_with, drop_percent, median, rss_of};
+pub use measure::{
+    cpu_seconds, cpu_seconds_with, drop_percent, median, process_cpu_seconds, rss_of,
+};
