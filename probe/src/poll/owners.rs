@@ -26,25 +26,7 @@ pub(super) fn owners_of_port(
             netns: netns.to_string(),
         });
     }
-    let mut found = Vec::new();
-    let mut denied = 0;
-    for pid in all_pids()? {
-        let fds = match process::scan_fds(pid) {
-            Ok(f) => f,
-            Err(Error::Permission { .. }) => {
-                denied += 1;
-                continue;
-            }
-            Err(_) => continue, // exited meanwhile
-        };
-        if fds.socket_inodes.iter().any(|i| inodes.contains(i)) {
-            match process::read_process_with(pid, fds) {
-                Ok(p) => found.push(p),
-                Err(Error::NoSuchPid(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
+    let (found, denied) = scan_for_owners(&all_pids()?, &inodes)?;
     if found.is_empty() {
         let hint = if denied > 0 {
             format!("{denied} processes could not be read; run as root")
@@ -58,6 +40,60 @@ pub(super) fn owners_of_port(
         });
     }
     Ok(found)
+}
+
+/// The processes among `pids` whose fd tables hold one of `inodes`, in pid
+/// order, and how many could not be read. Reading every descriptor of every
+/// process is most of a `status --port` on a host holding a million
+/// sockets, and each table is independent: the pids are shared out over
+/// the CPUs.
+fn scan_for_owners(pids: &[u32], inodes: &BTreeSet<u64>) -> Result<(Vec<ProcScan>, usize), Error> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let per_thread = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut found = Vec::new();
+                    let mut denied = 0;
+                    loop {
+                        let Some(&pid) = pids.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            return Ok((found, denied));
+                        };
+                        let fds = match process::scan_fds(pid) {
+                            Ok(f) => f,
+                            Err(Error::Permission { .. }) => {
+                                denied += 1;
+                                continue;
+                            }
+                            Err(_) => continue, // exited meanwhile
+                        };
+                        if fds.socket_inodes.iter().any(|i| inodes.contains(i)) {
+                            match process::read_process_with(pid, fds) {
+                                Ok(p) => found.push(p),
+                                Err(Error::NoSuchPid(_)) => continue,
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("an fd scan thread panicked"))
+            .collect::<Vec<Result<(Vec<ProcScan>, usize), Error>>>()
+    });
+    let mut found = Vec::new();
+    let mut denied = 0;
+    for r in per_thread {
+        let (f, d) = r?;
+        found.extend(f);
+        denied += d;
+    }
+    found.sort_by_key(|p| p.info.pid);
+    Ok((found, denied))
 }
 
 /// The pids of every process holding a TCP listener on `port` in the
