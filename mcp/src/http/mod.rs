@@ -100,6 +100,12 @@ pub struct HttpStats {
     pub bytes_in: AtomicU64,
 }
 
+impl crate::transport::OpenConnections for HttpStats {
+    fn open_connections(&self) -> u64 {
+        self.connections_active.load(Ordering::Relaxed) as u64
+    }
+}
+
 struct Shared {
     protocol: Arc<dyn Protocol>,
     sessions: Sessions,

@@ -16,6 +16,7 @@ use crate::metrics::{Metrics, TransportMetrics};
 use crate::registry::{
     Args, LogLevel, Registry, RpcError, ToolCtx, ToolEvent, ToolFuture, ToolOutput, ToolResult,
 };
+pub use crate::transport::Transport;
 use futures_util::future::{AbortHandle, Abortable, Aborted};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::value::RawValue;
@@ -209,24 +210,6 @@ fn is_stateless(version: &str) -> bool {
 /// Revision ordering: "2025-06-18" >= "2025-03-26" (dates compare as text).
 fn at_least(version: &str, min: &str) -> bool {
     version >= min
-}
-
-/// Which transport a session runs on (the `transport` metric label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Tcp,
-    Stdio,
-    Http,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Stdio => "stdio",
-            Transport::Http => "http",
-        }
-    }
 }
 
 /// What the transport should do after a message.

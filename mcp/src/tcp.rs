@@ -15,13 +15,11 @@ use crate::framing::{Framer, Oversize};
 use crate::jsonrpc;
 use crate::metrics::{Metrics, TransportMetrics};
 use crate::protocol::{Engine, Flow, Session, Transport};
-use crate::tools::ServerState;
-use headroom_core::{fd_capacity, ModelConfig};
 use serde_json::json;
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
@@ -75,8 +73,36 @@ pub enum Layout {
     MultiThread(usize),
 }
 
+/// What the transport needs of the server around it: where it counts its
+/// connections (the server reports them) and the descriptor capacity its
+/// connection ceiling is held to.
+pub trait Host: Send + Sync {
+    /// Connections open now (the count the ceiling is checked against).
+    fn active(&self) -> &AtomicU64;
+    /// Where the ceiling fixed at start is published.
+    fn ceiling(&self) -> &AtomicU64;
+    /// Connections refused since start.
+    fn refused(&self) -> &AtomicU64;
+    /// Connections the descriptors left now admit, read when serving starts.
+    fn fd_capacity(&self) -> FdCapacity;
+}
+
+/// Connections the process's descriptor table admits, and what that was
+/// computed from (named in the refusal line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdCapacity {
+    /// `u64::MAX` when the limit is unknown.
+    pub connections: u64,
+    /// RLIMIT_NOFILE's soft limit, when known.
+    pub soft: Option<u64>,
+    /// Descriptors open at start.
+    pub open: u64,
+    /// Descriptors kept back for everything else.
+    pub reserve: u64,
+}
+
 /// One process of a multi-process service (`serve --workers`, see
-/// [`crate::workers`]): service-wide admission, and somewhere to send a
+/// `serve --workers`): service-wide admission, and somewhere to send a
 /// connection this process has no room for.
 pub trait Service: Send + Sync {
     /// Counts a connection this process is about to serve against the
@@ -205,23 +231,22 @@ impl TcpServer {
     pub fn start(
         self,
         engine: Arc<Engine>,
-        state: Arc<ServerState>,
+        state: Arc<dyn Host>,
         limits: Limits,
     ) -> io::Result<Running> {
-        let (soft, _) = crate::capacity::nofile();
-        let open = crate::capacity::open_fds();
-        let fd_cap = soft.map_or(u64::MAX, |s| fd_capacity(s, open, &ModelConfig::default()));
+        let fd = state.fd_capacity();
         let (ceiling, reason) = match limits.max_connections {
-            Some(m) if m <= fd_cap => (m, Reason::MaxConnections),
+            Some(m) if m <= fd.connections => (m, Reason::MaxConnections),
             _ => (
-                fd_cap,
+                fd.connections,
                 Reason::Nofile {
-                    soft: soft.unwrap_or(0),
-                    open,
+                    soft: fd.soft.unwrap_or(0),
+                    open: fd.open,
+                    reserve: fd.reserve,
                 },
             ),
         };
-        state.ceiling.store(ceiling, Ordering::Relaxed);
+        state.ceiling().store(ceiling, Ordering::Relaxed);
         let tm = engine.metrics.as_ref().map(|m| m.transport(Transport::Tcp));
         let (service, mut adopted) = match self.service {
             Some((s, rx)) => (Some(s), Some(rx)),
@@ -319,12 +344,12 @@ impl Running {
 #[derive(Debug, Clone, Copy)]
 enum Reason {
     MaxConnections,
-    Nofile { soft: u64, open: u64 },
+    Nofile { soft: u64, open: u64, reserve: u64 },
 }
 
 struct Shared {
     engine: Arc<Engine>,
-    state: Arc<ServerState>,
+    state: Arc<dyn Host>,
     limits: Limits,
     ceiling: u64,
     reason: Reason,
@@ -343,15 +368,18 @@ impl Shared {
                     &format!("connection refused: max-connections {} reached", self.ceiling),
                 ),
             ),
-            Reason::Nofile { soft, open } => (
+            Reason::Nofile {
+                soft,
+                open,
+                reserve,
+            } => (
                 "nofile",
                 jsonrpc::refusal_line(
                     "nofile",
                     self.ceiling,
                     &format!(
-                        "connection refused: nofile capacity {} reached (RLIMIT_NOFILE soft {soft} - {open} fds open at start - {} reserve)",
+                        "connection refused: nofile capacity {} reached (RLIMIT_NOFILE soft {soft} - {open} fds open at start - {reserve} reserve)",
                         self.ceiling,
-                        ModelConfig::default().fd_reserve
                     ),
                 ),
             ),
@@ -418,8 +446,8 @@ async fn accept_loop(
             }
         };
         let st = &shared.state;
-        if st.active.fetch_add(1, Ordering::SeqCst) >= shared.ceiling {
-            st.active.fetch_sub(1, Ordering::SeqCst);
+        if st.active().fetch_add(1, Ordering::SeqCst) >= shared.ceiling {
+            st.active().fetch_sub(1, Ordering::SeqCst);
             // A worker of a service hands what it cannot hold to a sibling.
             if let Some(svc) = &shared.service {
                 use std::os::fd::AsRawFd;
@@ -427,7 +455,7 @@ async fn accept_loop(
                     continue;
                 }
             }
-            st.refused.fetch_add(1, Ordering::Relaxed);
+            st.refused().fetch_add(1, Ordering::Relaxed);
             let (reason, line) = shared.refusal();
             if let Some(tm) = &shared.tm {
                 tm.refused(reason);
@@ -436,8 +464,8 @@ async fn accept_loop(
             continue;
         }
         if let Some(Err((reason, line))) = shared.service.as_ref().map(|s| s.admit()) {
-            st.active.fetch_sub(1, Ordering::SeqCst);
-            st.refused.fetch_add(1, Ordering::Relaxed);
+            st.active().fetch_sub(1, Ordering::SeqCst);
+            st.refused().fetch_add(1, Ordering::Relaxed);
             if let Some(tm) = &shared.tm {
                 tm.refused(reason);
             }
@@ -481,7 +509,7 @@ struct ConnGuard<'a> {
 
 impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
-        self.shared.state.active.fetch_sub(1, Ordering::SeqCst);
+        self.shared.state.active().fetch_sub(1, Ordering::SeqCst);
         if let Some(svc) = &self.shared.service {
             svc.release();
         }
