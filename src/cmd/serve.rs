@@ -4,8 +4,8 @@
 
 use super::CmdResult;
 use anyhow::{bail, Context};
-use headroom_server::tcp::{Layout, Limits, TcpServer};
 use headroom_server::capacity_metrics::CapacityMetrics;
+use headroom_server::tcp::{Layout, Limits, TcpServer};
 use headroom_server::tools::{self, ServerState, CAPACITY_URI};
 use headroom_server::{Engine, EngineConfig, Metrics};
 use std::net::SocketAddr;
