@@ -46,7 +46,6 @@
 pub mod framing;
 pub mod http;
 pub mod jsonrpc;
-pub mod listen;
 pub mod metrics;
 pub mod protocol;
 pub mod registry;
@@ -55,6 +54,7 @@ pub mod subscriptions;
 pub mod tasks;
 pub mod tcp;
 pub mod transport;
+pub mod version;
 
 pub use metrics::Metrics;
 pub use protocol::{Engine, EngineConfig, Flow, Session, SessionEvent};

@@ -19,7 +19,7 @@
 //!   naming the limit.
 
 use crate::jsonrpc;
-use crate::registry::RpcError;
+use crate::jsonrpc::RpcError;
 use futures_util::task::AtomicWaker;
 use serde_json::json;
 use serde_json::value::RawValue;
