@@ -14,6 +14,8 @@ use std::future::Future;
 use std::task::{Context, Poll};
 
 impl Session {
+    /// Waits for the next event; pending forever when there is nothing to
+    /// wait for (so it can sit in a `select!`). Cancel-safe.
     pub fn next_event(&mut self) -> impl Future<Output = SessionEvent> + '_ {
         std::future::poll_fn(move |cx| self.poll_event(cx))
     }
@@ -42,7 +44,6 @@ impl Session {
     /// The id of the request an event belongs to (a call's progress, log,
     /// server-to-client request or completion), so a transport with one
     /// stream per request (Streamable HTTP) can deliver it there.
-
     pub fn event_request_id(&self, ev: &SessionEvent) -> Option<&RawValue> {
         let key = match &ev.0 {
             EventInner::Done(key, _) => *key,
@@ -59,7 +60,6 @@ impl Session {
 
     /// Ids of requests whose tools called [`ToolCtx::close_stream`] since the
     /// last call; transports without per-request streams need not call it.
-
     pub fn take_stream_closes(&mut self) -> Vec<Box<RawValue>> {
         let closes = self
             .asyncs
@@ -71,7 +71,6 @@ impl Session {
     }
 
     /// Applies an event, appending any messages it produces to `out`.
-
     pub fn on_event(&mut self, ev: SessionEvent, out: &mut Vec<u8>) {
         match ev.0 {
             EventInner::Done(key, Err(Aborted)) => self.forget(key),
@@ -164,9 +163,6 @@ impl Session {
         }
     }
 
-    /// Handles one inbound message (one line, without its newline),
-    /// appending every reply to `out` as newline-terminated JSON.
-
     pub(super) fn find_inflight(&self, key: u64) -> Option<&InFlight> {
         self.asyncs.as_ref()?.inflight.iter().find(|f| f.key == key)
     }
@@ -184,7 +180,6 @@ impl Session {
 
     /// Frees the async machinery once nothing runs, so a session that made
     /// one slow call does not keep its channel forever.
-
     pub(super) fn shrink_asyncs(&mut self) {
         if self.asyncs.as_ref().is_some_and(|a| {
             a.inflight.is_empty()

@@ -16,6 +16,7 @@ use serde_json::{json, Map, Value};
 use std::sync::Arc;
 
 impl Session {
+    /// Validates a stateless request's `_meta`; on error, whether to close.
     pub(super) fn stateless_envelope(
         &mut self,
         meta: &Map<String, Value>,
@@ -205,7 +206,6 @@ impl Session {
 
     /// Subscribes this session to `uri` (`listen`: for that
     /// `subscriptions/listen` request).
-
     pub(super) fn add_subscription(
         &mut self,
         uri: &str,
@@ -224,7 +224,6 @@ impl Session {
 
     /// `subscriptions/listen` (2026-07-28): acknowledged now, answered only
     /// when the server ends it; cancelled by the client (or the transport closing).
-
     pub(super) fn listen(
         &mut self,
         id: &RawValue,
@@ -261,9 +260,6 @@ impl Session {
     pub(super) fn has_listen(&self, id: &RawValue) -> bool {
         self.subs.as_ref().is_some_and(|s| s.has_listen(id.get()))
     }
-
-    /// True while the session holds a resource subscription: a subscriber
-    /// waits quietly, so transports do not count it idle.
 
     pub(super) fn prompt(&self, p: &Args) -> Result<Map<String, Value>, RpcError> {
         let name = p

@@ -61,7 +61,6 @@ impl Session {
     }
 
     /// The negotiated initialize-era revision, if `initialize` happened.
-
     pub fn protocol_version(&self) -> Option<&'static str> {
         match self.state {
             State::Legacy { version } => Some(version),
@@ -70,27 +69,23 @@ impl Session {
     }
 
     /// Mark the session as authenticated by the transport (HTTP bearer token).
-
     pub fn set_authenticated(&mut self) {
         self.authed = true;
     }
 
     /// Asynchronous requests running now.
-
     pub fn in_flight(&self) -> usize {
         self.asyncs.as_ref().map_or(0, |a| a.inflight.len())
     }
 
     /// False when the session has its maximum of requests in flight: the
     /// transport should stop reading until an event completes one.
-
     pub fn can_accept(&self) -> bool {
         self.in_flight() < self.engine.config.max_in_flight
     }
 
     /// True when [`Session::next_event`] can ever yield (calls running or a
     /// subscription held).
-
     pub fn has_pending(&self) -> bool {
         self.asyncs
             .as_ref()
@@ -99,7 +94,6 @@ impl Session {
     }
 
     /// Cancels every running call (transport closing); no replies are written.
-
     pub fn abort_all(&mut self) {
         if let Some(a) = &mut self.asyncs {
             for f in a.inflight.drain(..) {
@@ -108,9 +102,8 @@ impl Session {
         }
     }
 
-    /// Waits for the next event; pending forever when there is nothing to
-    /// wait for (so it can sit in a `select!`). Cancel-safe.
-
+    /// Handles one inbound message (one line, without its newline),
+    /// appending every reply to `out` as newline-terminated JSON.
     pub fn handle(&mut self, line: &[u8], out: &mut Vec<u8>) -> Flow {
         match jsonrpc::classify(line) {
             Err(e) => {
@@ -321,8 +314,8 @@ impl Session {
         Flow::Continue
     }
 
-    /// Validates a stateless request's `_meta`; on error, whether to close.
-
+    /// True while the session holds a resource subscription: a subscriber
+    /// waits quietly, so transports do not count it idle.
     pub fn subscribed(&self) -> bool {
         self.subs.is_some()
     }

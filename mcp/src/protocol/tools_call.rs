@@ -209,7 +209,6 @@ impl Session {
     /// The client capabilities a request is served with: its `_meta`'s
     /// (2026-07-28, or an initialize-era request that carries them), else the
     /// session's from `initialize`.
-
     pub(super) fn request_caps(&self, p: &Args, mode: Mode) -> Arc<Value> {
         let per_request = p
             .get("_meta")
