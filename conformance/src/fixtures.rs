@@ -2,7 +2,7 @@
 //! server names them (examples/servers/typescript/everything-server.ts in
 //! the suite's repository).
 
-use headroom_server::{LogLevel, Registry, RpcError, ToolCtx, ToolOutput, ToolResult};
+use headroom_mcp::{LogLevel, Registry, RpcError, ToolCtx, ToolOutput, ToolResult};
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -17,6 +17,7 @@ mod guard;
 pub mod protocol;
 mod session;
 
+use crate::{jsonrpc, version};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -100,6 +101,12 @@ pub struct HttpStats {
     pub bytes_in: AtomicU64,
 }
 
+impl crate::transport::OpenConnections for HttpStats {
+    fn open_connections(&self) -> u64 {
+        self.connections_active.load(Ordering::Relaxed) as u64
+    }
+}
+
 struct Shared {
     protocol: Arc<dyn Protocol>,
     sessions: Sessions,
@@ -124,26 +131,10 @@ pub struct HttpServer {
     shared: Arc<Shared>,
 }
 
-/// JSON-RPC error codes this transport produces itself.
-mod code {
-    pub const PARSE: i64 = -32700;
-    pub const INVALID_REQUEST: i64 = -32600;
-    pub const INVALID_PARAMS: i64 = -32602;
-    pub const INTERNAL: i64 = -32603;
-    /// Generic server error: limits, missing session.
-    pub const SERVER: i64 = -32000;
-    pub const SESSION_NOT_FOUND: i64 = -32001;
-    /// 2026-07-28: a transport header disagrees with the body.
-    pub const HEADER_MISMATCH: i64 = -32020;
-    pub const UNSUPPORTED_VERSION: i64 = -32022;
-}
-
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
-/// The first revision of the stateless era.
-const STATELESS_ERA: &str = "2026-07-28";
 
-fn rpc_error(id: Value, code: i64, message: &str) -> Value {
+fn rpc_error(id: Value, code: i32, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
@@ -160,7 +151,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-fn error_response(status: StatusCode, id: Value, code: i64, message: &str) -> Response {
+fn error_response(status: StatusCode, id: Value, code: i32, message: &str) -> Response {
     json_response(status, &rpc_error(id, code, message))
 }
 
@@ -168,7 +159,7 @@ fn unavailable(retry_after: u32, message: &str) -> Response {
     let mut r = error_response(
         StatusCode::SERVICE_UNAVAILABLE,
         Value::Null,
-        code::SERVER,
+        jsonrpc::SERVER_ERROR,
         message,
     );
     r.headers_mut()
@@ -336,7 +327,12 @@ async fn route(shared: Arc<Shared>, req: Request) -> Response {
                 .refused_forbidden
                 .fetch_add(1, Ordering::Relaxed);
             shared.count_refused("forbidden");
-            return error_response(StatusCode::FORBIDDEN, Value::Null, code::SERVER, why);
+            return error_response(
+                StatusCode::FORBIDDEN,
+                Value::Null,
+                jsonrpc::SERVER_ERROR,
+                why,
+            );
         }
     }
     if let Some(token) = &shared.config.token {
@@ -349,7 +345,7 @@ async fn route(shared: Arc<Shared>, req: Request) -> Response {
             let mut r = error_response(
                 StatusCode::UNAUTHORIZED,
                 Value::Null,
-                code::SERVER,
+                jsonrpc::SERVER_ERROR,
                 "missing or wrong bearer token",
             );
             r.headers_mut()
@@ -394,7 +390,7 @@ async fn read_body(shared: &Shared, req: Request) -> Result<Bytes, Response> {
         let mut r = error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             Value::Null,
-            code::INVALID_REQUEST,
+            jsonrpc::INVALID_REQUEST,
             &format!("message larger than {max} bytes (--max-message-bytes)"),
         );
         r.headers_mut()
@@ -421,7 +417,7 @@ async fn read_body(shared: &Shared, req: Request) -> Result<Bytes, Response> {
         Ok(Err(_)) => Err(error_response(
             StatusCode::BAD_REQUEST,
             Value::Null,
-            code::INVALID_REQUEST,
+            jsonrpc::INVALID_REQUEST,
             "request body could not be read",
         )),
         Err(_) => {
@@ -430,7 +426,7 @@ async fn read_body(shared: &Shared, req: Request) -> Result<Bytes, Response> {
             let mut r = error_response(
                 StatusCode::REQUEST_TIMEOUT,
                 Value::Null,
-                code::INVALID_REQUEST,
+                jsonrpc::INVALID_REQUEST,
                 "request body not received in time",
             );
             r.headers_mut()
@@ -480,7 +476,7 @@ struct PeekReply {
 
 #[derive(Deserialize)]
 struct PeekError {
-    code: i64,
+    code: i32,
 }
 
 fn raw_id(id: Option<&RawValue>) -> Value {
@@ -577,17 +573,17 @@ fn check_stateless_headers(
     headers: &HeaderMap,
     method: &str,
     params: &PeekParams,
-) -> Result<(), (i64, String)> {
+) -> Result<(), (i32, String)> {
     let Some(header_version) = header_str(headers, VERSION_HEADER) else {
         return Err((
-            code::HEADER_MISMATCH,
+            jsonrpc::HEADER_MISMATCH,
             "missing MCP-Protocol-Version header".into(),
         ));
     };
     if let Some(v) = params.meta.as_ref().and_then(|m| m.version.as_deref()) {
         if v != header_version {
             return Err((
-                code::HEADER_MISMATCH,
+                jsonrpc::HEADER_MISMATCH,
                 format!("MCP-Protocol-Version header {header_version:?} differs from _meta {v:?}"),
             ));
         }
@@ -596,11 +592,11 @@ fn check_stateless_headers(
         Some(m) if m == method => {}
         Some(m) => {
             return Err((
-                code::HEADER_MISMATCH,
+                jsonrpc::HEADER_MISMATCH,
                 format!("Mcp-Method header {m:?} differs from the body's method {method:?}"),
             ))
         }
-        None => return Err((code::HEADER_MISMATCH, "missing Mcp-Method header".into())),
+        None => return Err((jsonrpc::HEADER_MISMATCH, "missing Mcp-Method header".into())),
     }
     let named = match method {
         "tools/call" | "prompts/get" => params.name.as_deref(),
@@ -614,11 +610,11 @@ fn check_stateless_headers(
             Some(n) if n == name => {}
             Some(n) => {
                 return Err((
-                    code::HEADER_MISMATCH,
+                    jsonrpc::HEADER_MISMATCH,
                     format!("Mcp-Name header {n:?} differs from the body's {name:?}"),
                 ))
             }
-            None => return Err((code::HEADER_MISMATCH, "missing Mcp-Name header".into())),
+            None => return Err((jsonrpc::HEADER_MISMATCH, "missing Mcp-Name header".into())),
         }
     }
     Ok(())
@@ -634,7 +630,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Value::Null,
-            code::INVALID_REQUEST,
+            jsonrpc::INVALID_REQUEST,
             "Content-Type must be application/json",
         );
     }
@@ -646,7 +642,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return error_response(
             StatusCode::BAD_REQUEST,
             Value::Null,
-            code::INVALID_REQUEST,
+            jsonrpc::INVALID_REQUEST,
             "expected one JSON-RPC message (batches are not supported)",
         );
     }
@@ -656,7 +652,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 Value::Null,
-                code::INVALID_REQUEST,
+                jsonrpc::INVALID_REQUEST,
                 &format!("invalid request: {e}"),
             )
         }
@@ -664,7 +660,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 Value::Null,
-                code::PARSE,
+                jsonrpc::PARSE_ERROR,
                 &format!("parse error: {e}"),
             )
         }
@@ -679,7 +675,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 return error_response(
                     StatusCode::NOT_FOUND,
                     raw_id(rid),
-                    code::SESSION_NOT_FOUND,
+                    jsonrpc::SESSION_NOT_FOUND,
                     "session not found (expired or deleted): initialize again",
                 )
             }
@@ -695,12 +691,12 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     // A stateless-era request: `_meta` names a revision, or the header names one
     // past the initialize era. The engine answers version errors for those itself.
     let stateless = session.is_none()
-        && (meta_version.is_some() || header_version.is_some_and(|v| v >= STATELESS_ERA));
+        && (meta_version.is_some() || header_version.is_some_and(version::stateless_era));
     if let (Some(v), false) = (header_version, stateless) {
         let supported = shared.protocol.supported_versions();
         if !supported.contains(&v) {
             let body = json!({"jsonrpc": "2.0", "id": raw_id(rid), "error": {
-                "code": code::UNSUPPORTED_VERSION,
+                "code": jsonrpc::UNSUPPORTED_PROTOCOL_VERSION,
                 "message": format!("unsupported MCP-Protocol-Version {v:?}"),
                 "data": {"supported": supported, "requested": v}}});
             return json_response(StatusCode::BAD_REQUEST, &body);
@@ -765,7 +761,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return error_response(
             StatusCode::BAD_REQUEST,
             raw_id(rid),
-            code::SERVER,
+            jsonrpc::SERVER_ERROR,
             "missing Mcp-Session-Id: initialize first",
         );
     }
@@ -780,7 +776,7 @@ async fn post(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 return error_response(
                     StatusCode::BAD_REQUEST,
                     raw_id(rid),
-                    code::HEADER_MISMATCH,
+                    jsonrpc::HEADER_MISMATCH,
                     &message,
                 );
             }
@@ -856,7 +852,7 @@ async fn answer(
         Bytes::from(
             serde_json::to_vec(&rpc_error(
                 rid.clone(),
-                code::INTERNAL,
+                jsonrpc::INTERNAL_ERROR,
                 "the request's handler ended without a reply",
             ))
             .unwrap_or_default(),
@@ -1023,7 +1019,7 @@ async fn get(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return error_response(
             StatusCode::NOT_ACCEPTABLE,
             Value::Null,
-            code::INVALID_REQUEST,
+            jsonrpc::INVALID_REQUEST,
             "GET needs Accept: text/event-stream",
         );
     }
@@ -1038,7 +1034,7 @@ async fn get(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         return error_response(
             StatusCode::NOT_FOUND,
             Value::Null,
-            code::SESSION_NOT_FOUND,
+            jsonrpc::SESSION_NOT_FOUND,
             "session not found",
         );
     };
@@ -1049,7 +1045,7 @@ async fn get(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             return error_response(
                 StatusCode::NOT_FOUND,
                 Value::Null,
-                code::INVALID_PARAMS,
+                jsonrpc::INVALID_PARAMS,
                 "Last-Event-ID names no stream this session remembers",
             );
         }
@@ -1059,7 +1055,7 @@ async fn get(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             return error_response(
                 StatusCode::CONFLICT,
                 Value::Null,
-                code::SERVER,
+                jsonrpc::SERVER_ERROR,
                 "this session's GET stream is already open",
             );
         }
@@ -1072,7 +1068,7 @@ async fn delete(State(shared): State<Arc<Shared>>, headers: &HeaderMap) -> Respo
         return error_response(
             StatusCode::BAD_REQUEST,
             Value::Null,
-            code::SERVER,
+            jsonrpc::SERVER_ERROR,
             "DELETE needs Mcp-Session-Id",
         );
     };
@@ -1081,7 +1077,7 @@ async fn delete(State(shared): State<Arc<Shared>>, headers: &HeaderMap) -> Respo
         None => error_response(
             StatusCode::NOT_FOUND,
             Value::Null,
-            code::SESSION_NOT_FOUND,
+            jsonrpc::SESSION_NOT_FOUND,
             "session not found",
         ),
     }
