@@ -21,7 +21,7 @@ pub struct HttpConfig {
     /// Bearer token every request must carry, when set.
     pub token: Option<String>,
     /// Enforce Host/Origin naming this machine (DNS-rebinding protection).
-    /// [`HttpServer::bind`] turns it on for a loopback address.
+    /// [`HttpServer::bind`](super::HttpServer::bind) turns it on for a loopback address.
     pub check_origin: bool,
     /// Seconds in the `Retry-After` of a 503.
     pub retry_after_secs: u32,
