@@ -58,7 +58,7 @@ impl Session {
         self.find_inflight(key).map(|f| &*f.id)
     }
 
-    /// Ids of requests whose tools called [`ToolCtx::close_stream`] since the
+    /// Ids of requests whose tools called [`ToolCtx::close_stream`](crate::ToolCtx::close_stream) since the
     /// last call; transports without per-request streams need not call it.
     pub fn take_stream_closes(&mut self) -> Vec<Box<RawValue>> {
         let closes = self

@@ -40,7 +40,7 @@ pub(super) struct InFlight {
 }
 
 /// Something that happened beside the inbound stream: a tool finished or
-/// reported, a subscribed resource changed. Feed it to [`Session::on_event`].
+/// reported, a subscribed resource changed. Feed it to [`Session::on_event`](super::Session::on_event).
 pub struct SessionEvent(pub(super) EventInner);
 
 pub(super) enum EventInner {

@@ -1,4 +1,4 @@
-//! The TCP transport: newline-delimited JSON-RPC, one [`Session`] per
+//! The TCP transport: newline-delimited JSON-RPC, one [`Session`](crate::Session) per
 //! connection, with every limit of the server issue enforced here.
 //!
 //! Layout (measured, see `headroom bench`): one current-thread tokio runtime
