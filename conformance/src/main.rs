@@ -14,8 +14,8 @@ mod tasks;
 
 use anyhow::Context;
 use clap::Parser;
-use headroom_server::http::{EngineProtocol, HttpConfig, HttpServer};
-use headroom_server::{Engine, EngineConfig};
+use headroom_mcp::http::{EngineProtocol, HttpConfig, HttpServer};
+use headroom_mcp::{Engine, EngineConfig};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;

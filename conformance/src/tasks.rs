@@ -3,8 +3,8 @@
 //! for. Task creation is the engine's: a task-supporting tool whose handler
 //! answers later runs as a task for a client that declared the extension.
 
-use headroom_server::tasks::TaskSupport;
-use headroom_server::{Registry, RpcError, ToolCtx, ToolFuture, ToolOutput};
+use headroom_mcp::tasks::TaskSupport;
+use headroom_mcp::{Registry, RpcError, ToolCtx, ToolFuture, ToolOutput};
 use serde_json::{json, Value};
 use std::time::Duration;
 

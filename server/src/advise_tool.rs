@@ -5,8 +5,8 @@
 //! written. Nothing is changed (no `--apply` here), and no eBPF program is
 //! loaded by the server: the missing inputs say what that leaves out.
 
-use crate::registry::{Registry, ToolOutput};
 use headroom_advise::{self as adv, Config, PreflightOwners};
+use headroom_mcp::{Registry, ToolOutput};
 use headroom_preflight::Root;
 use headroom_probe::{Probe, Target};
 use serde_json::{json, Value};

@@ -1,68 +1,27 @@
-//! headroom-server: the bundled MCP server. A pure protocol engine
-//! ([`protocol`]) that serves both MCP eras from one [`Registry`], and the
-//! transports around it: newline-delimited JSON-RPC over TCP ([`tcp`]) and
-//! stdio ([`stdio`]); Streamable HTTP lives in `http` on the same engine.
-//!
-//! # The engine API (for every transport)
-//!
-//! ```text
-//! Registry ──> Engine (Arc, shared) ──> Session (one per connection / HTTP session)
-//! ```
-//!
-//! - [`Registry`]: tools ([`Registry::tool`] synchronous, answered inline;
-//!   [`Registry::async_tool`] / [`Registry::tool_with`] for calls that run
-//!   beside the session with progress, logs, server-to-client requests and
-//!   cancellation through their [`ToolCtx`]), resources, prompts, completion.
-//!   [`tools::registry`] builds headroom's own.
-//! - [`Engine::new`]`(registry, EngineConfig, Option<Arc<Metrics>>)`: the
-//!   shared part; [`Engine::resource_updated`] notifies subscribers.
-//! - [`Session::new`]`(engine, Transport)`: per connection. Feed it one
-//!   inbound message at a time, without the newline:
-//!   [`Session::handle`]`(&[u8], &mut Vec<u8>) -> Flow`. Every outbound
-//!   message is appended to the `Vec` as one JSON line ending in `\n`
-//!   (split on `\n` to get messages: JSON text never contains a raw newline).
-//!   A notification produces nothing; `Flow::Close` means write what is
-//!   there, then close (bad token).
-//! - Asynchronous work: when [`Session::has_pending`], await
-//!   [`Session::next_event`] (cancel-safe, fine in `select!`) and pass the
-//!   event to [`Session::on_event`]`(ev, &mut out)`: it appends the
-//!   response of a finished call, progress and log notifications (always
-//!   before that call's response, never after), server-to-client requests,
-//!   and `notifications/resources/updated`. Cancellation
-//!   (`notifications/cancelled`) drops the call's future; no reply follows.
-//! - Backpressure: stop reading while `!`[`Session::can_accept`]
-//!   (`max_in_flight` asynchronous calls running). On close, call
-//!   [`Session::abort_all`]. HTTP's bearer token: [`Session::set_authenticated`].
-//!
-//! Eras: an `initialize` selects the initialize era (2024-11-05 ..
-//! 2025-11-25) for the session; a request whose `params._meta` carries
-//! `io.modelcontextprotocol/protocolVersion` is served statelessly
-//! (2026-07-28, with `resultType`, `ttlMs`/`cacheScope`, -32022, -32021).
+//! headroom-server: `headroom serve`, the headroom MCP server on the
+//! headroom-mcp library. Headroom's own tools, resources and prompt
+//! ([`tools`]: host_capacity, service_capacity, advise, preflight_check),
+//! the capacity reader and sampler behind them ([`capacity`], [`watch`]),
+//! the live numbers the transports keep for them ([`state`]), the
+//! `--workers` supervisor and its workers, and the Prometheus exporter.
+//! The engine and transports are re-exported from headroom-mcp.
 //!
 //! The token (`--token-file`) travels in `params._meta["headroom/token"]`
 //! of `initialize`, or of a stateless request ([`protocol::TOKEN_META_KEY`]).
 
 pub mod advise_tool;
 pub mod capacity;
-pub mod jsonrpc;
-pub mod listen;
-pub mod metrics;
-pub mod protocol;
-pub mod registry;
+pub mod capacity_metrics;
 pub mod service;
-pub mod subscriptions;
-pub mod tasks;
+pub mod state;
 pub mod tools;
+pub mod watch;
 
-pub use metrics::Metrics;
-pub use protocol::{Engine, EngineConfig, Flow, Session, SessionEvent, Transport};
-pub use registry::{
-    Args, LogLevel, Registry, RpcError, ToolCtx, ToolFuture, ToolOutput, ToolResult,
+pub use headroom_mcp::{framing, http, jsonrpc, protocol, registry, stdio, tasks, tcp};
+pub use headroom_mcp::{
+    Args, Engine, EngineConfig, Flow, LogLevel, Metrics, Registry, RpcError, Session, SessionEvent,
+    ToolCtx, ToolFuture, ToolOutput, ToolResult, Transport,
 };
 pub mod exporter;
-pub mod framing;
-pub mod http;
-pub mod stdio;
 pub mod supervisor;
-pub mod tcp;
 pub mod workers;

@@ -3,8 +3,8 @@
 //! as `headroom status --port`: a polled snapshot of the processes behind a
 //! port (or a pid), the server recognised and its own cap read, the model.
 
-use crate::registry::RpcError;
 use headroom_core::{predict, ModelConfig, SCHEMA_VERSION};
+use headroom_mcp::{jsonrpc, RpcError};
 use headroom_probe::Target;
 use serde_json::{json, Value};
 
@@ -69,7 +69,7 @@ pub fn read_port_resource(uri: &str) -> Option<Result<Vec<Value>, RpcError>> {
             "text": doc.to_string(),
         })]),
         Err(e) => Err(RpcError::new(
-            crate::jsonrpc::RESOURCE_NOT_FOUND,
+            jsonrpc::RESOURCE_NOT_FOUND,
             format!("resource not found: {uri}: {e}"),
         )
         .with_data(json!({"uri": uri}))),
@@ -95,11 +95,11 @@ const APP_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
 /// application inspected at the first sample, when the processes change and
 /// once a minute (inspecting may read its files or talk to it), the model.
 /// `None` while nothing listens on the port.
-pub fn port_sampler(port: u16) -> crate::subscriptions::Observe {
+pub fn port_sampler(port: u16) -> headroom_mcp::subscriptions::Observe {
     let target = Target::Port(port);
     let mut poll = headroom_probe::poll::PollSource::new();
     let mut app: Option<(headroom_core::AppInfo, Vec<u32>, std::time::Instant)> = None;
-    Box::new(move || {
+    crate::watch::sampler(move || {
         let mut snap = poll.snapshot(&target).ok()?;
         let pids: Vec<u32> = snap.processes.iter().map(|p| p.pid).collect();
         if pids.is_empty() {
@@ -121,7 +121,7 @@ pub fn port_sampler(port: u16) -> crate::subscriptions::Observe {
         }
         snap.app = app.as_ref().map(|(a, _, _)| a.clone());
         let p = predict(&snap, &ModelConfig::default());
-        Some(crate::subscriptions::Observation::from_prediction(&p, pids))
+        Some(crate::watch::Observation::from_prediction(&p, pids))
     })
 }
 

@@ -3,38 +3,13 @@
 //! (`headroom-conformance`), never here.
 
 use crate::capacity;
-use crate::registry::{Args, Registry, RpcError, ToolFuture, ToolOutput};
+pub use crate::state::ServerState;
 use headroom_core::{Listener, SCHEMA_VERSION};
+use headroom_mcp::{Args, Registry, RpcError, ToolFuture, ToolOutput};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Live numbers the tools report, owned by the transports.
-#[derive(Debug, Default)]
-pub struct ServerState {
-    /// TCP (and stdio) connections open now: the count the TCP ceiling is
-    /// checked against.
-    pub active: AtomicU64,
-    /// The connection ceiling (min of --max-connections and fd capacity).
-    pub ceiling: AtomicU64,
-    /// Connections refused since start.
-    pub refused: AtomicU64,
-    /// The Streamable HTTP transport's counters, when it runs: its
-    /// connections hold descriptors of the same table.
-    pub http: std::sync::OnceLock<Arc<crate::http::HttpStats>>,
-}
-
-impl ServerState {
-    /// Connections open now over every transport.
-    pub fn connections(&self) -> u64 {
-        let http = self
-            .http
-            .get()
-            .map_or(0, |h| h.connections_active.load(Ordering::Relaxed) as u64);
-        self.active.load(Ordering::Relaxed) + http
-    }
-}
 
 /// A preflight profile offered as a resource and to `preflight_check`.
 #[derive(Debug, Clone)]
@@ -364,19 +339,16 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
     }));
     reg.resource_fallback = Some(Box::new(crate::service::read_port_resource));
     // Subscriptions: one shared sampler per subscribed resource, whose
-    // change rules decide what is news (crate::subscriptions).
+    // change rules decide what is news (crate::watch).
     let st = state.clone();
     reg.watch(move |uri| {
         if uri == CAPACITY_URI {
             let st = st.clone();
             let mut sampler = capacity::Sampler::new();
-            return Some(Box::new(move || {
+            return Some(crate::watch::sampler(move || {
                 let (_, p) = sampler.capacity(st.connections());
                 let pid = std::process::id();
-                Some(crate::subscriptions::Observation::from_prediction(
-                    &p,
-                    vec![pid],
-                ))
+                Some(crate::watch::Observation::from_prediction(&p, vec![pid]))
             }));
         }
         crate::service::port_of(uri).map(crate::service::port_sampler)

@@ -4,6 +4,7 @@
 
 use super::CmdResult;
 use anyhow::{bail, Context};
+use headroom_server::capacity_metrics::CapacityMetrics;
 use headroom_server::tcp::{Layout, Limits, TcpServer};
 use headroom_server::tools::{self, ServerState, CAPACITY_URI};
 use headroom_server::{Engine, EngineConfig, Metrics};
@@ -119,6 +120,7 @@ pub fn run(args: Args) -> CmdResult {
     }
     let profiles = tools::load_profiles(&loader);
     let metrics = Metrics::new();
+    let capacity_metrics = CapacityMetrics::register(&metrics);
     let state = Arc::new(ServerState::default());
     let registry = tools::registry(state.clone(), profiles);
     let config = EngineConfig {
@@ -169,7 +171,7 @@ pub fn run(args: Args) -> CmdResult {
     control.spawn(sample_capacity(
         engine.clone(),
         state.clone(),
-        metrics.clone(),
+        capacity_metrics,
     ));
 
     let http = match args.http {
@@ -326,7 +328,7 @@ pub fn run(args: Args) -> CmdResult {
 /// constraint, as the probe does) and tells subscribers of
 /// headroom://capacity when the binding limit or the predicted maximum
 /// changed.
-async fn sample_capacity(engine: Arc<Engine>, state: Arc<ServerState>, metrics: Arc<Metrics>) {
+async fn sample_capacity(engine: Arc<Engine>, state: Arc<ServerState>, metrics: CapacityMetrics) {
     let mut last: Option<(String, u64)> = None;
     // Not at once: a sample holds a few descriptors for a moment (the fd
     // directory, a netlink socket), and a snapshot taken from outside just

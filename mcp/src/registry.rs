@@ -12,32 +12,21 @@ use tokio::sync::{mpsc, oneshot};
 pub type Args = Map<String, Value>;
 
 /// The result of a tool: `Ok` is a `CallToolResult`, `Err` a JSON-RPC error.
+pub use crate::jsonrpc::RpcError;
+
+/// Whether a tool may run as a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskSupport {
+    /// Never a task (the default).
+    #[default]
+    Forbidden,
+    /// A task when the client declared the extension and the call runs long.
+    Optional,
+    /// Only as a task: a client without the extension gets -32021.
+    Required,
+}
+
 pub type ToolResult = Result<ToolOutput, RpcError>;
-
-/// A JSON-RPC error a handler wants on the wire.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RpcError {
-    pub code: i32,
-    pub message: String,
-    pub data: Option<Value>,
-}
-
-impl RpcError {
-    pub fn new(code: i32, message: impl Into<String>) -> RpcError {
-        RpcError {
-            code,
-            message: message.into(),
-            data: None,
-        }
-    }
-    pub fn invalid_params(message: impl Into<String>) -> RpcError {
-        RpcError::new(crate::jsonrpc::INVALID_PARAMS, message)
-    }
-    pub fn with_data(mut self, data: Value) -> RpcError {
-        self.data = Some(data);
-        self
-    }
-}
 
 /// What a tool returns: content blocks, optional structured content, and
 /// whether it is a tool-level error (`isError: true`, not a JSON-RPC error).
@@ -170,7 +159,7 @@ impl ToolCtx {
     pub fn detached() -> ToolCtx {
         ToolCtx {
             key: 0,
-            protocol_version: crate::protocol::LATEST_LEGACY,
+            protocol_version: crate::version::LATEST_LEGACY,
             client_capabilities: Arc::new(Value::Object(Map::new())),
             has_progress_token: false,
             events: None,
@@ -292,7 +281,7 @@ pub struct Tool {
     /// Client capability the tool needs (2026-07-28: -32021 when undeclared).
     pub requires: Option<&'static str>,
     /// Whether a call may run as a task (tasks extension); see [`crate::tasks`].
-    pub task_support: crate::tasks::TaskSupport,
+    pub task_support: TaskSupport,
     pub handler: Box<ToolFn>,
 }
 

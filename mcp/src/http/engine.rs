@@ -7,7 +7,7 @@
 //! updates) to the session's standalone stream.
 
 use super::protocol::{BoxFuture, Outbound, Protocol, ProtocolSession, Sink};
-use crate::protocol::{LEGACY_VERSIONS, STATELESS_VERSIONS};
+use crate::version::{LEGACY_VERSIONS, STATELESS_VERSIONS};
 use crate::{Engine, Session, Transport};
 use bytes::Bytes;
 use serde::Deserialize;

@@ -1,7 +1,13 @@
 //! The transport against a stand-in engine, over real sockets with raw HTTP/1.1.
 
+use super::protocol::{Outbound, Protocol};
 use super::*;
+use bytes::Bytes;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Echoes requests; "initialize" succeeds; "slow" sends a notification first.
 struct Stub;

@@ -3,6 +3,7 @@
 use super::*;
 use crate::registry::{Registry, ToolOutput};
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 const META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;

@@ -27,17 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 /// The extension's identifier, in `capabilities.extensions`.
 pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 
-/// Whether a tool may run as a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TaskSupport {
-    /// Never a task (the default).
-    #[default]
-    Forbidden,
-    /// A task when the client declared the extension and the call runs long.
-    Optional,
-    /// Only as a task: a client without the extension gets -32021.
-    Required,
-}
+pub use crate::registry::TaskSupport;
 
 /// Limits of the engine's task table.
 #[derive(Debug, Clone)]

@@ -5,15 +5,22 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 pub const PARSE_ERROR: i32 = -32700;
 pub const INVALID_REQUEST: i32 = -32600;
 pub const METHOD_NOT_FOUND: i32 = -32601;
 pub const INVALID_PARAMS: i32 = -32602;
 pub const INTERNAL_ERROR: i32 = -32603;
+/// The generic server error (Streamable HTTP: forbidden, no session).
+pub const SERVER_ERROR: i32 = -32000;
 /// Server-defined: a limit was reached (connections, message size, idle,
 /// in-flight). `data.limit` names it.
-pub const LIMIT_REACHED: i32 = -32000;
+pub const LIMIT_REACHED: i32 = SERVER_ERROR;
+/// Streamable HTTP: the `Mcp-Session-Id` names no live session.
+pub const SESSION_NOT_FOUND: i32 = -32001;
+/// MCP 2026-07-28: a transport header disagrees with the body.
+pub const HEADER_MISMATCH: i32 = -32020;
 /// Server-defined: the shared token (`--token-file`) is missing or wrong.
 pub const UNAUTHORIZED: i32 = -32004;
 /// MCP (2025-11-25): resource not found, initialize era.
@@ -211,6 +218,31 @@ pub fn refusal_line(limit: &str, max: u64, message: &str) -> Vec<u8> {
         Some(&serde_json::json!({ "limit": limit, "max": max })),
     );
     out
+}
+
+/// A JSON-RPC error a handler wants on the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i32,
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: i32, message: impl Into<String>) -> RpcError {
+        RpcError {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+    pub fn invalid_params(message: impl Into<String>) -> RpcError {
+        RpcError::new(INVALID_PARAMS, message)
+    }
+    pub fn with_data(mut self, data: Value) -> RpcError {
+        self.data = Some(data);
+        self
+    }
 }
 
 #[cfg(test)]

@@ -4,16 +4,13 @@
 //! every notification tagged with the listen request's id).
 //!
 //! - One [`Hub`] per engine: per resource URI, the sessions subscribed and,
-//!   for a resource a [`Registry`](crate::Registry) watcher covers (the
-//!   capacity of this server, of a service on a port), **one** sampler task
+//!   for a resource a [`Registry`](crate::Registry) watcher covers, **one**
+//!   sampler task
 //!   shared by every subscriber, started by the first and stopped with the
 //!   last. A quiet subscription costs its session a few dozen bytes and
 //!   nothing else.
-//! - The sampler applies the [`ChangeRules`]: the binding constraint
-//!   changed, the predicted maximum moved by more than a fraction, the
-//!   binding limit's utilisation crossed 70% or 90% (either way), the time to
-//!   the limit dropped below a threshold, or the service's processes changed.
-//!   Anything else is not news.
+//! - The sampler ([`Observe`]) is the server's: it samples and says
+//!   whether the sample is news; anything else is not notified.
 //! - Per subscription, at most one notification per
 //!   [`SubscriptionConfig::min_interval`]: a change inside the interval is
 //!   delivered once when it ends (coalesced), none while nothing changed.
@@ -22,9 +19,8 @@
 //!   naming the limit.
 
 use crate::jsonrpc;
-use crate::registry::RpcError;
+use crate::jsonrpc::RpcError;
 use futures_util::task::AtomicWaker;
-use headroom_core::Prediction;
 use serde_json::json;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -38,36 +34,6 @@ use tokio::sync::Notify;
 /// `_meta` key naming the subscription a notification belongs to.
 pub const SUBSCRIPTION_ID_KEY: &str = "io.modelcontextprotocol/subscriptionId";
 
-/// What counts as a change worth a notification.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChangeRules {
-    /// The predicted maximum moved by more than this fraction of its value
-    /// at the last notification.
-    pub max_moved_fraction: f64,
-    /// Utilisation thresholds of the binding limit, crossed either way.
-    pub thresholds: Vec<f64>,
-    /// Going back under a threshold counts once utilisation is this far below it.
-    pub hysteresis: f64,
-    /// The time to the limit (at the connection growth rate over the last
-    /// `rate_window`) dropped below this.
-    pub time_to_limit_below: Duration,
-    /// The growth rate is measured over this much sampling (at least half
-    /// of it), so one connection between two quick samples is not a rate.
-    pub rate_window: Duration,
-}
-
-impl Default for ChangeRules {
-    fn default() -> Self {
-        ChangeRules {
-            max_moved_fraction: 0.10,
-            thresholds: vec![0.70, 0.90],
-            hysteresis: 0.02,
-            time_to_limit_below: Duration::from_secs(60),
-            rate_window: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Limits and pacing of subscriptions (part of [`crate::EngineConfig`]).
 #[derive(Debug, Clone)]
 pub struct SubscriptionConfig {
@@ -80,7 +46,6 @@ pub struct SubscriptionConfig {
     /// A sampler samples at most this often (more rarely when a sample is
     /// costly: 25 times its cost, so at most 4% of a core).
     pub sample_every: Duration,
-    pub rules: ChangeRules,
 }
 
 impl Default for SubscriptionConfig {
@@ -90,147 +55,13 @@ impl Default for SubscriptionConfig {
             per_server: 10_000,
             min_interval: Duration::from_secs(1),
             sample_every: Duration::from_millis(250),
-            rules: ChangeRules::default(),
         }
     }
 }
 
-/// What a sampler reads of a resource, the input of the [`ChangeRules`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct Observation {
-    pub binding: String,
-    pub predicted_max: u64,
-    pub connections: u64,
-    /// Connections the binding constraint still admits.
-    pub headroom_connections: u64,
-    /// Fraction of the binding limit in use (0.0..=1.0).
-    pub utilisation: f64,
-    /// The processes of the service, sorted.
-    pub processes: Vec<u32>,
-}
-
-impl Observation {
-    pub fn from_prediction(p: &Prediction, mut processes: Vec<u32>) -> Observation {
-        processes.sort_unstable();
-        processes.dedup();
-        let c = p.binding_constraint();
-        Observation {
-            binding: p.binding.clone(),
-            predicted_max: p.predicted_max_connections,
-            connections: p.connections,
-            headroom_connections: c.map_or(0, |c| c.headroom_connections),
-            utilisation: c.map_or(0.0, |c| c.utilisation()),
-            processes,
-        }
-    }
-}
-
-/// Why a sample is news.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Binding,
-    PredictedMax,
-    /// Utilisation crossed a threshold (either way).
-    Crossed,
-    TimeToLimit,
-    Processes,
-}
-
-/// The [`ChangeRules`] applied to a resource's successive samples; `None`
-/// is a sample that found nothing (the service is gone).
-#[derive(Debug)]
-pub struct Detector {
-    rules: ChangeRules,
-    /// The state last notified (or the first sample): what changes are measured from.
-    reference: Option<Option<Observation>>,
-    band: usize,
-    /// (when, connections) of the samples within the rate window.
-    history: std::collections::VecDeque<(Instant, u64)>,
-    ttl_below: bool,
-}
-
-impl Detector {
-    pub fn new(rules: ChangeRules) -> Detector {
-        Detector {
-            rules,
-            reference: None,
-            band: 0,
-            history: Default::default(),
-            ttl_below: false,
-        }
-    }
-
-    /// Threshold band of `u`, moving down only past the hysteresis.
-    fn band_of(&self, u: f64) -> usize {
-        let up = self.rules.thresholds.iter().filter(|t| u >= **t).count();
-        if up >= self.band {
-            return up;
-        }
-        let h = self.rules.hysteresis;
-        self.rules
-            .thresholds
-            .iter()
-            .filter(|t| u >= **t - h)
-            .count()
-    }
-
-    /// Feeds one sample taken at `at`; the change, when it is news.
-    pub fn observe_at(&mut self, obs: Option<Observation>, at: Instant) -> Option<Change> {
-        let Some(reference) = self.reference.clone() else {
-            self.band = obs.as_ref().map_or(0, |o| self.band_of(o.utilisation));
-            self.history
-                .extend(obs.as_ref().map(|o| (at, o.connections)));
-            self.reference = Some(obs);
-            return None;
-        };
-        let Some(o) = obs else {
-            self.history.clear();
-            self.ttl_below = false;
-            if reference.is_some() {
-                self.reference = Some(None);
-                return Some(Change::Processes);
-            }
-            return None;
-        };
-        // Time to the limit at the growth rate over the window.
-        let window = self.rules.rate_window;
-        self.history.push_back((at, o.connections));
-        while self.history.len() > 1 && at.saturating_duration_since(self.history[0].0) > window {
-            self.history.pop_front();
-        }
-        let (t0, c0) = self.history[0];
-        let dt = at.saturating_duration_since(t0);
-        let ttl_below = dt >= window / 2 && o.connections > c0 && {
-            let rate = (o.connections - c0) as f64 / dt.as_secs_f64();
-            (o.headroom_connections as f64 / rate) < self.rules.time_to_limit_below.as_secs_f64()
-        };
-        let ttl_dropped = ttl_below && !self.ttl_below;
-        self.ttl_below = ttl_below;
-        let band = self.band_of(o.utilisation);
-        let change = match &reference {
-            None => Some(Change::Processes),
-            Some(r) if r.processes != o.processes => Some(Change::Processes),
-            Some(r) if r.binding != o.binding => Some(Change::Binding),
-            _ if band != self.band => Some(Change::Crossed),
-            Some(r)
-                if (o.predicted_max as f64 - r.predicted_max as f64).abs()
-                    > self.rules.max_moved_fraction * r.predicted_max.max(1) as f64 =>
-            {
-                Some(Change::PredictedMax)
-            }
-            _ if ttl_dropped => Some(Change::TimeToLimit),
-            _ => None,
-        };
-        if change.is_some() {
-            self.band = band;
-            self.reference = Some(Some(o));
-        }
-        change
-    }
-}
-
-/// A resource's sampler: takes one sample (`Ok(None)`: nothing there now).
-pub type Observe = Box<dyn FnMut() -> Option<Observation> + Send>;
+/// A resource's sampler: takes one sample and says whether it is news
+/// (the server's own rules decide what a change worth a notification is).
+pub type Observe = Box<dyn FnMut() -> bool + Send>;
 
 /// Where a session hears that resources it subscribed to changed.
 #[derive(Default)]
@@ -372,24 +203,23 @@ impl Hub {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let poke = Arc::new(Notify::new());
         let hub = Arc::downgrade(self);
-        let (rules, every) = (self.config.rules.clone(), self.config.sample_every);
+        let every = self.config.sample_every;
         let woken = poke.clone();
         let task = runtime.spawn(async move {
-            let mut detector = Detector::new(rules);
             loop {
                 // The cost is the sample's own time, not the wait for a
                 // blocking thread (a busy runtime would stretch the period).
-                let Ok((obs, cost, back)) = tokio::task::spawn_blocking(move || {
+                let Ok((news, cost, back)) = tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
-                    let obs = observe();
-                    (obs, started.elapsed(), observe)
+                    let news = observe();
+                    (news, started.elapsed(), observe)
                 })
                 .await
                 else {
                     return;
                 };
                 observe = back;
-                if detector.observe_at(obs, Instant::now()).is_some() {
+                if news {
                     match hub.upgrade() {
                         Some(h) => h.post(&uri),
                         None => return,
@@ -550,7 +380,3 @@ impl Drop for SessionSubs {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "subscriptions_tests.rs"]
-mod tests;

@@ -3,10 +3,10 @@
 //! request's filter, and its acknowledgement. The subscriptions themselves
 //! live in [`crate::subscriptions`].
 
+use super::engine::Engine;
 use crate::jsonrpc;
 use crate::registry::{Args, Registry, RpcError};
 use crate::subscriptions::SUBSCRIPTION_ID_KEY;
-use crate::Engine;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 

@@ -3,9 +3,10 @@
 //! both eras' wire shapes through an engine session.
 
 use super::*;
-use crate::registry::{Registry, ToolOutput};
-use crate::{Engine, EngineConfig, Session, Transport};
+use headroom_mcp::subscriptions::{SubscriptionConfig, SUBSCRIPTION_ID_KEY};
+use headroom_mcp::{Engine, EngineConfig, Registry, Session, ToolOutput, Transport};
 use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
 
 fn obs(utilisation: f64) -> Observation {
     Observation {
@@ -151,7 +152,7 @@ fn watched(value: Arc<Mutex<f64>>, started: Arc<Mutex<u32>>) -> Registry {
         }
         *started.lock().unwrap() += 1;
         let value = value.clone();
-        Some(Box::new(move || Some(obs(*value.lock().unwrap()))))
+        Some(sampler(move || Some(obs(*value.lock().unwrap()))))
     });
     r
 }

@@ -1,9 +1,9 @@
-//! The server's Prometheus metrics (names from `headroom_core::metrics`),
-//! labelled by transport. Label lookups happen once per transport, not per
+//! The MCP server's Prometheus metrics (names from `headroom_core::metrics`),
+//! labelled by transport; a server registers its own beside them in
+//! [`Metrics::registry`]. Label lookups happen once per transport, not per
 //! message: the hot path touches only atomics.
 
 use headroom_core::metrics as names;
-use headroom_probe::export::CapacityGauges;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -11,7 +11,7 @@ use prometheus::{
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::protocol::Transport;
+use crate::transport::Transport;
 
 /// Every metric of one server process.
 pub struct Metrics {
@@ -20,8 +20,6 @@ pub struct Metrics {
     accepted: IntCounterVec,
     refused: IntCounterVec,
     pub connections_max: IntGauge,
-    /// The model's prediction for this process, in the probe's layout.
-    capacity: CapacityGauges,
     messages: IntCounterVec,
     errors: IntCounterVec,
     latency: HistogramVec,
@@ -182,14 +180,12 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        let capacity = CapacityGauges::register(&registry).expect("metric names are unique");
         Arc::new(Metrics {
             registry,
             active,
             accepted,
             refused,
             connections_max,
-            capacity,
             messages,
             errors,
             latency,
@@ -222,13 +218,6 @@ impl Metrics {
         });
         v.push(t.clone());
         t
-    }
-
-    /// Exports a prediction of this process's capacity under the names and
-    /// labels `headroom probe` uses, so the rules and `headroom fleet` read a
-    /// server and a probe alike (and name its binding constraint).
-    pub fn set_prediction(&self, p: &headroom_core::Prediction) {
-        self.capacity.set(p);
     }
 
     /// The text exposition format.
