@@ -79,6 +79,10 @@ pub struct Args {
     /// Entries per page of tools/list, resources/list and prompts/list.
     #[arg(long, default_value_t = 50, hide = true)]
     pub page_size: usize,
+    /// Offer the `measure_service` tool: an agent may flood a service on this host's loopback
+    /// (bounded: 20,000 connections, 60 s, one at a time) to measure its breaking point.
+    #[arg(long)]
+    pub allow_measure: bool,
     /// Worker processes sharing the port (SO_REUSEPORT), each with its own fd table, under one
     /// supervisor; `auto`: enough that the per-process fd limit does not bind --max-connections.
     #[arg(long, value_name = "N|auto")]
@@ -122,7 +126,10 @@ pub fn run(args: Args) -> CmdResult {
     let metrics = Metrics::new();
     let capacity_metrics = CapacityMetrics::register(&metrics);
     let state = Arc::new(ServerState::default());
-    let registry = tools::registry(state.clone(), profiles);
+    let mut registry = tools::registry(state.clone(), profiles);
+    if args.allow_measure {
+        headroom_server::measure_tool::register(&mut registry);
+    }
     let config = EngineConfig {
         page_size: args.page_size.max(1),
         max_in_flight: args.max_in_flight,
@@ -403,6 +410,7 @@ mod http {
             max_connections: args.max_connections.map_or(10_000, |n| n as usize),
             max_body_bytes: args.max_message_bytes,
             read_timeout: Duration::from_secs(args.line_timeout.max(1)),
+            write_timeout: Duration::from_secs(args.write_timeout.max(1)),
             token,
             ..Default::default()
         };

@@ -14,6 +14,9 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// Time a client has to send a request's headers, and again its body.
     pub read_timeout: Duration,
+    /// A write the client has not taken for this long (it does not read: a
+    /// stalled subscriber on an SSE stream) closes the connection.
+    pub write_timeout: Duration,
     /// A session unused this long is forgotten.
     pub session_idle: Duration,
     /// `retry:` sent in SSE priming events: how long a client waits to reconnect.
@@ -34,6 +37,7 @@ impl Default for HttpConfig {
             max_sessions: 10_000,
             max_body_bytes: 1 << 20,
             read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             session_idle: Duration::from_secs(30 * 60),
             sse_retry: Duration::from_millis(1000),
             token: None,
@@ -58,6 +62,8 @@ pub struct HttpStats {
     pub refused_forbidden: AtomicU64,
     /// Clients cut off for sending too slowly.
     pub timeouts: AtomicU64,
+    /// Clients cut off for not reading what they were sent.
+    pub write_timeouts: AtomicU64,
     pub requests: AtomicU64,
     pub sessions_opened: AtomicU64,
     pub bytes_in: AtomicU64,

@@ -147,7 +147,11 @@ async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>, ov
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.config.read_timeout);
-    let io = TokioIo::new(stream);
+    // hyper has no write timeout: a client that stops reading (an SSE
+    // subscriber gone quiet) would hold its connection and buffers forever.
+    let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+    stream.set_write_timeout(Some(shared.config.write_timeout));
+    let io = TokioIo::new(Box::pin(stream));
     if over_limit {
         // One answer naming the limit, then the connection closes.
         shared
@@ -165,11 +169,31 @@ async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>, ov
         let _ = builder.keep_alive(false).serve_connection(io, svc).await;
         return;
     }
+    let (stats, metrics) = (shared.stats.clone(), shared.metrics.clone());
     let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let shared = shared.clone();
         async move { Ok::<_, std::convert::Infallible>(route(shared, req.map(Body::new)).await) }
     });
-    let _ = builder.serve_connection(io, svc).await;
+    if let Err(e) = builder.serve_connection(io, svc).await {
+        if is_write_timeout(&e) {
+            stats.write_timeouts.fetch_add(1, Ordering::Relaxed);
+            if let Some(tm) = &metrics {
+                tm.refused("write-timeout");
+            }
+        }
+    }
+}
+
+/// The connection ended because a write waited past the write timeout.
+fn is_write_timeout(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        source = err.source();
+    }
+    false
 }
 
 async fn route(shared: Arc<Shared>, req: Request) -> Response {

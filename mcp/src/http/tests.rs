@@ -35,6 +35,17 @@ impl ProtocolSession for StubSession {
                     )))
                     .await;
             }
+            if method == "flood" {
+                // 64 MiB of notifications: more than any socket buffers.
+                let big = json!({"jsonrpc":"2.0","method":"notifications/message",
+                    "params":{"data":"x".repeat(1 << 20)}})
+                .to_string();
+                for _ in 0..64 {
+                    related
+                        .send(Outbound::Message(Bytes::from(big.clone())))
+                        .await;
+                }
+            }
             if method == "nope" {
                 return Some(Bytes::from(
                     json!({"jsonrpc":"2.0","id":id,"error":{"code":-32601,"message":"no"}})
@@ -49,6 +60,10 @@ impl ProtocolSession for StubSession {
 }
 
 fn start(config: HttpConfig) -> SocketAddr {
+    start_with_stats(config).0
+}
+
+fn start_with_stats(config: HttpConfig) -> (SocketAddr, Arc<HttpStats>) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -59,7 +74,8 @@ fn start(config: HttpConfig) -> SocketAddr {
             let server = HttpServer::bind("127.0.0.1:0".parse().unwrap(), config, Arc::new(Stub))
                 .await
                 .unwrap();
-            tx.send(server.local_addr().unwrap()).unwrap();
+            tx.send((server.local_addr().unwrap(), server.stats()))
+                .unwrap();
             server.serve(std::future::pending()).await.unwrap();
         });
     });
@@ -374,4 +390,62 @@ fn connection_limit() {
         .0,
         200
     );
+}
+
+#[test]
+fn a_client_that_stops_reading_its_stream_is_cut_after_the_write_timeout() {
+    let (addr, stats) = start_with_stats(HttpConfig {
+        write_timeout: Duration::from_millis(300),
+        ..HttpConfig::default()
+    });
+    let (status, head, _) = request(
+        addr,
+        "POST",
+        &[JSON, ACCEPT],
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#,
+    );
+    assert_eq!(status, 200);
+    let sid = session_id(&head);
+    // A small receive window, and then nothing read: the server's writes
+    // stall once the socket buffers are full.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut s: std::net::TcpStream = sock.into();
+    let body = r#"{"jsonrpc":"2.0","id":2,"method":"flood"}"#;
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nMcp-Session-Id: {sid}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    // Bounded wait for the server to give up on the writes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stats
+        .write_timeouts
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled stream was never cut"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        stats
+            .write_timeouts
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    // The other clients are served as before.
+    let (status, _, _) = request(
+        addr,
+        "POST",
+        &[JSON, ACCEPT, ("Mcp-Session-Id", &sid)],
+        r#"{"jsonrpc":"2.0","id":3,"method":"ping"}"#,
+    );
+    assert_eq!(status, 200);
+    drop(s);
 }
