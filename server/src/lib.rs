@@ -12,6 +12,7 @@
 pub mod advise_tool;
 pub mod capacity;
 pub mod capacity_metrics;
+pub mod measure_tool;
 pub mod service;
 pub mod state;
 pub mod tools;

@@ -64,6 +64,9 @@ fn worker_args(a: &Args) -> Vec<OsString> {
         v.push("--profiles".into());
         v.push(p.into());
     }
+    if a.allow_measure {
+        v.push("--allow-measure".into());
+    }
     v
 }
 
