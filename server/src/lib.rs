@@ -18,7 +18,9 @@ pub mod state;
 pub mod tools;
 pub mod watch;
 
-pub use headroom_mcp::{framing, http, jsonrpc, protocol, registry, stdio, tasks, tcp};
+pub use headroom_mcp::{
+    framing, http, jsonrpc, protocol, registry, stdio, subscriptions, tasks, tcp,
+};
 pub use headroom_mcp::{
     Args, Engine, EngineConfig, Flow, LogLevel, Metrics, Registry, RpcError, Session, SessionEvent,
     ToolCtx, ToolFuture, ToolOutput, ToolResult, Transport,

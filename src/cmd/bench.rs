@@ -11,6 +11,7 @@ use super::CmdResult;
 use crate::bench_support::{bare_line_server, tcp_slab_bytes};
 use anyhow::{bail, Context};
 use headroom_flood::bench::{self, ChildServer, Killed};
+use headroom_server::subscriptions::SubscriptionConfig;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -209,6 +210,9 @@ fn sessions_on(
     std::thread::sleep(Duration::from_secs(1));
     let rss1 = srv.rss();
     let k1 = tcp_slab_bytes();
+    // The opening's tail (the sampler's first passes, replies in flight)
+    // is over by now; what follows is the cost of sitting idle.
+    std::thread::sleep(Duration::from_secs(2));
     let cpu0 = bench::process_cpu_seconds(srv.pid());
     std::thread::sleep(Duration::from_secs(2));
     let idle_cpu = bench::process_cpu_seconds(srv.pid()) - cpu0;
@@ -240,9 +244,12 @@ fn sessions(n: usize, concurrency: usize, runtime: &str, rmcp: &RmcpArg) -> anyh
     h["runtime"] = json!(runtime);
     let mut out = h.clone();
     // The same sessions each subscribed to the capacity resource, on a fresh
-    // server: what a quiet subscription costs in memory and idle CPU.
+    // server: what a quiet subscription costs in memory and idle CPU. A
+    // server holds at most `per_server` subscriptions (it refuses past it).
+    let subscribed = n.min(SubscriptionConfig::default().per_server);
     let srv = ChildServer::serve(&["--runtime", runtime])?;
-    out["with_subscription"] = sessions_on(&srv, n, concurrency, Some("headroom://capacity"))?;
+    out["with_subscription"] =
+        sessions_on(&srv, subscribed, concurrency, Some("headroom://capacity"))?;
     drop(srv);
     // The same client against rmcp, one server at a time (RSS is per process).
     let r = match &rmcp {
