@@ -205,6 +205,14 @@ impl Host {
         let path = self.proc_path("meminfo");
         Meminfo::parse(&read_limited(&path)?).map_err(|why| Error::Parse { path, why })
     }
+
+    /// Resident set size of `pid` in bytes, from /proc/PID/statm (its
+    /// second field, in pages of [`process::page_size`]).
+    pub fn rss_bytes(&self, pid: u32) -> Result<u64, Error> {
+        let path = self.proc_path(&format!("{pid}/statm"));
+        let v = numbers(&path, &read_limited(&path)?, 2)?;
+        Ok(v[1] * process::page_size())
+    }
 }
 
 /// Whitespace-separated unsigned numbers of `path`, at least `want`.

@@ -224,3 +224,15 @@ fn numbers_parse_as_the_kernel_prints_vectors() {
     assert_eq!(parse_numbers("12 x"), None);
     assert_eq!(parse_numbers(""), None);
 }
+
+#[test]
+fn rss_is_statm_resident_pages_times_the_page_size() {
+    let (_t, h) = tree(&[
+        ("42/statm", "5000 250 100 10 0 300 0\n"),
+        ("43/statm", "5000\n"),
+    ]);
+    assert_eq!(h.rss_bytes(42).unwrap(), 250 * process::page_size());
+    let e = h.rss_bytes(43).unwrap_err();
+    assert!(e.to_string().contains("43/statm"), "{e}");
+    assert!(h.rss_bytes(44).unwrap_err().is_not_found());
+}

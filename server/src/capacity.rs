@@ -19,15 +19,7 @@ pub fn open_fds() -> u64 {
 
 /// Resident set size of a process, bytes (0 when it cannot be read).
 pub fn rss_of(pid: u32) -> u64 {
-    let Ok(s) = Host::system().read_proc(&format!("{pid}/statm")) else {
-        return 0;
-    };
-    let pages: u64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    pages * process::page_size()
+    Host::system().rss_bytes(pid).unwrap_or(0)
 }
 
 /// This process and its host as a [`Snapshot`]; `connections` is what the

@@ -32,19 +32,9 @@ pub fn process_cpu_seconds(pid: u32) -> f64 {
     ticks / hz
 }
 
-/// Resident set size of `pid` in bytes (0 when it cannot be read), from
-/// /proc/PID/statm as the server reads its own.
+/// Resident set size of `pid` in bytes (0 when it cannot be read).
 pub fn rss_of(pid: u32) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
-        return 0;
-    };
-    let pages: u64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+    headroom_host::Host::system().rss_bytes(pid).unwrap_or(0)
 }
 
 /// The median of `v` (0 when empty).
