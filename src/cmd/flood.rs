@@ -280,9 +280,8 @@ fn client_ports(plan: &Plan) -> Option<Constraint> {
     let sources = headroom_flood::spec::source_addresses(&plan.target, plan.sources).ok()?;
     // connect() reuses a TIME_WAIT port to the same destination when
     // tcp_tw_reuse allows it (2, the default: on loopback).
-    let tw_reuse = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_tw_reuse")
-        .ok()
-        .and_then(|v| v.trim().parse::<u8>().ok())
+    let tw_reuse = headroom_host::Host::system()
+        .sysctl_u64("net.ipv4.tcp_tw_reuse")
         .unwrap_or(0);
     let tw_free = tw_reuse == 1 || (tw_reuse == 2 && plan.target.ip().is_loopback());
     let ours = || -> Option<Vec<diag::DiagSocket>> {

@@ -174,9 +174,8 @@ fn measure_kernel_memory(
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) }.max(1) as u64;
     // SK_MEMORY_PCPU_RESERVE: 1 MiB of pages when the sysctl is not there.
-    let rsv = std::fs::read_to_string("/proc/sys/net/core/mem_pcpu_rsv")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
+    let rsv = headroom_host::Host::system()
+        .sysctl_u64("net.core.mem_pcpu_rsv")
         .unwrap_or((1 << 20) / page_size.max(1));
     kmem::measure(&slabs, sockstat, page_size, cpus, rsv, ipv6, epoll)
 }
