@@ -1,6 +1,7 @@
-//! The host as the inspections see it: /proc and configuration files under
-//! an injectable root, every file read with a size limit so that a hostile
-//! or runaway file costs a bounded read and a clear line, never a hang.
+//! The host as the inspections see it: configuration files and (through
+//! headroom-host) /proc under an injectable root, every file read with a
+//! size limit so that a hostile or runaway file costs a bounded read and a
+//! clear line, never a hang.
 
 use headroom_core::Snapshot;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -9,15 +10,18 @@ use std::path::{Path, PathBuf};
 /// Largest configuration file read (nginx.conf and its includes count each).
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
 
-/// /proc and the file system, under a root.
+/// The file system under a root: configuration files read here, /proc
+/// through headroom-host under the same root.
 pub struct Host {
     root: PathBuf,
+    proc: headroom_host::Host,
 }
 
 impl Host {
     pub fn new(root: &Path) -> Host {
         Host {
             root: root.to_path_buf(),
+            proc: headroom_host::Host::at(root),
         }
     }
 
@@ -26,8 +30,9 @@ impl Host {
         self.root.join(path.trim_start_matches('/'))
     }
 
-    /// A text file, at most [`MAX_FILE_BYTES`]; the error is one line that
-    /// names the file and why.
+    /// A configuration file, at most [`MAX_FILE_BYTES`] (an nginx.conf with
+    /// its includes is bigger than anything under /proc); the error is one
+    /// line that names the file and why.
     pub fn read(&self, path: &str) -> Result<String, String> {
         use std::io::Read;
         let full = self.path(path);
@@ -44,88 +49,45 @@ impl Host {
 
     /// The process's command line, argument by argument.
     pub fn cmdline(&self, pid: u32) -> Option<Vec<String>> {
-        let raw = std::fs::read(self.path(&format!("/proc/{pid}/cmdline"))).ok()?;
-        let args: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        Some(args)
+        self.proc.cmdline(pid).ok()
     }
 
-    /// The target of /proc/PID/exe (empty where it cannot be read).
+    /// The target of /proc/PID/exe.
     pub fn exe(&self, pid: u32) -> Option<String> {
-        let p = std::fs::read_link(self.path(&format!("/proc/{pid}/exe"))).ok()?;
-        Some(
-            p.to_string_lossy()
-                .trim_end_matches(" (deleted)")
-                .to_string(),
-        )
-    }
-
-    /// Fields of /proc/PID/stat after the comm: (state, ppid, ...).
-    fn stat_fields(&self, pid: u32) -> Option<Vec<String>> {
-        let s = std::fs::read_to_string(self.path(&format!("/proc/{pid}/stat"))).ok()?;
-        let after = &s[s.rfind(')')? + 1..];
-        Some(after.split_whitespace().map(String::from).collect())
+        self.proc.exe(pid).ok()
     }
 
     pub fn ppid(&self, pid: u32) -> Option<u32> {
-        self.stat_fields(pid)?.get(1)?.parse().ok()
+        self.proc.ppid(pid).ok()
     }
 
-    /// Every pid under /proc.
+    /// Every pid under /proc, ascending.
     pub fn pids(&self) -> Vec<u32> {
-        let Ok(rd) = std::fs::read_dir(self.path("/proc")) else {
-            return Vec::new();
-        };
-        let mut v: Vec<u32> = rd
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        v.sort_unstable();
-        v
+        self.proc.pids().unwrap_or_default()
     }
 
     /// Direct children of `pid`.
     pub fn children(&self, pid: u32) -> Vec<u32> {
-        // /proc/PID/task/PID/children is exact where the kernel has it
-        // (CONFIG_PROC_CHILDREN); a scan of every stat otherwise.
-        if let Ok(s) =
-            std::fs::read_to_string(self.path(&format!("/proc/{pid}/task/{pid}/children")))
-        {
-            return s
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-        }
-        self.pids()
-            .into_iter()
-            .filter(|p| self.ppid(*p) == Some(pid))
-            .collect()
+        self.proc.children(pid).unwrap_or_default()
     }
 
     /// A field of /proc/PID/status, e.g. `RssAnon` (in kB) or `Uid`.
     pub fn status_field(&self, pid: u32, name: &str) -> Option<String> {
-        let s = std::fs::read_to_string(self.path(&format!("/proc/{pid}/status"))).ok()?;
-        s.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
+        self.proc.status_field(pid, name).ok().flatten()
     }
 
     /// A soft limit of /proc/PID/limits by its row name (`Max processes`);
     /// `Some(None)`: unlimited.
     pub fn soft_limit(&self, pid: u32, row: &str) -> Option<Option<u64>> {
-        let s = std::fs::read_to_string(self.path(&format!("/proc/{pid}/limits"))).ok()?;
-        let line = s.lines().find(|l| l.starts_with(row))?;
-        let v = line[row.len()..].split_whitespace().next()?;
-        Some(if v == "unlimited" {
-            None
-        } else {
-            v.parse().ok()
-        })
+        self.proc.soft_limit(pid, row).ok()
     }
 
-    /// One number from a file such as /proc/sys/kernel/pid_max.
+    /// A sysctl holding one number (`kernel.pid_max`).
+    pub fn sysctl_u64(&self, key: &str) -> Option<u64> {
+        self.proc.sysctl_u64(key).ok()
+    }
+
+    /// One number from a file such as a cgroup's pids.max.
     pub fn number(&self, path: &str) -> Option<u64> {
         std::fs::read_to_string(self.path(path))
             .ok()?

@@ -1,12 +1,13 @@
 //! headroom-host: the one reader of the system's limits, so that the probe,
-//! preflight, the server and flood read them the same way and every reader
+//! preflight, the server, flood and the application readers read them the same way and every reader
 //! can be tested on a fixture tree instead of the host it runs on.
 //!
 //! [`Host`] reads /proc/sys values (typed: one number, a pair such as
 //! `net.ipv4.ip_local_port_range`, a triple such as `net.ipv4.tcp_mem`),
-//! /proc/meminfo and /proc/sys/fs/file-nr, every path under a root that is
-//! `/` in production and a temp dir in tests (as node_exporter's
-//! `--path.procfs`). Reads are size-limited and every error names the path
+//! /proc/meminfo, /proc/sys/fs/file-nr and another process's command line,
+//! executable, parent, status and limits (to recognise a server), every
+//! path under a root that is `/` in production and a temp dir in tests (as
+//! node_exporter's `--path.procfs`). Reads are size-limited and every error names the path
 //! it read. The calling process's own rlimits and rusage are syscalls, not
 //! files: [`process`] has them, so this crate is the one place for both.
 //!
@@ -15,6 +16,7 @@
 //! entered another namespace reads that namespace's values.
 
 mod meminfo;
+mod pid;
 pub mod process;
 
 pub use meminfo::Meminfo;
@@ -235,22 +237,28 @@ fn numbers(path: &Path, text: &str, want: usize) -> Result<Vec<u64>, Error> {
     Ok(v)
 }
 
-fn read_limited(path: &Path) -> Result<String, Error> {
+/// `path` whole, at most `limit` bytes: a file past that is not the one we
+/// expect, and reading it is refused rather than followed.
+fn read_bytes_limited(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
     let io_err = |source| Error::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut buf = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(READ_LIMIT + 1).read_to_end(&mut buf))
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut buf))
         .map_err(io_err)?;
-    if buf.len() as u64 > READ_LIMIT {
+    if buf.len() as u64 > limit {
         return Err(Error::TooLarge {
             path: path.to_path_buf(),
-            limit: READ_LIMIT,
+            limit,
         });
     }
-    String::from_utf8(buf).map_err(|_| Error::Parse {
+    Ok(buf)
+}
+
+fn read_limited(path: &Path) -> Result<String, Error> {
+    String::from_utf8(read_bytes_limited(path, READ_LIMIT)?).map_err(|_| Error::Parse {
         path: path.to_path_buf(),
         why: "not UTF-8".into(),
     })

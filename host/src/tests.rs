@@ -236,3 +236,82 @@ fn rss_is_statm_resident_pages_times_the_page_size() {
     assert!(e.to_string().contains("43/statm"), "{e}");
     assert!(h.rss_bytes(44).unwrap_err().is_not_found());
 }
+
+/// A process directory as the kernel writes it, for the pid readers.
+fn process_tree() -> (tempfile::TempDir, Host) {
+    let (t, host) = tree(&[
+        ("41/cmdline", "nginx: master process /usr/sbin/nginx\0-c\0/etc/x.conf\0"),
+        ("41/stat", "41 (ng) (x) S 1 41 41 0 -1 4194560 0 0\n"),
+        ("41/status", "Name:\tnginx\nUid:\t0\t0\t0\t0\nRssAnon:\t    1234 kB\n"),
+        (
+            "41/limits",
+            "Limit                     Soft Limit           Hard Limit           Units     \nMax processes             96068                96068                processes \nMax open files            unlimited            unlimited            files     \n",
+        ),
+        ("42/stat", "42 (nginx) S 41 41 41 0 -1 0 0\n"),
+        ("43/stat", "43 (nginx) S 41 41 41 0 -1 0 0\n"),
+        ("44/stat", "44 (bash) S 1 44 44 0 -1 0 0\n"),
+        ("self-not-a-pid/stat", "x"),
+    ]);
+    std::os::unix::fs::symlink("/usr/sbin/nginx (deleted)", t.path().join("proc/41/exe")).unwrap();
+    (t, host)
+}
+
+#[test]
+fn cmdline_is_split_at_nul_and_keeps_spaces_inside_an_argument() {
+    let (_t, h) = process_tree();
+    assert_eq!(
+        h.cmdline(41).unwrap(),
+        ["nginx: master process /usr/sbin/nginx", "-c", "/etc/x.conf"]
+    );
+    assert!(h.cmdline(99).unwrap_err().is_not_found());
+}
+
+#[test]
+fn exe_drops_the_deleted_suffix_of_a_replaced_binary() {
+    let (_t, h) = process_tree();
+    assert_eq!(h.exe(41).unwrap(), "/usr/sbin/nginx");
+    assert!(h.exe(42).unwrap_err().is_not_found());
+}
+
+#[test]
+fn ppid_reads_past_a_comm_with_parentheses_and_spaces() {
+    let (_t, h) = process_tree();
+    assert_eq!(h.ppid(41).unwrap(), 1);
+    assert_eq!(h.ppid(42).unwrap(), 41);
+    let (_t2, bad) = tree(&[("7/stat", "7 (cut short")]);
+    assert!(matches!(bad.ppid(7), Err(Error::Parse { .. })));
+}
+
+#[test]
+fn children_from_the_kernels_list_or_from_every_stat() {
+    let (t, h) = process_tree();
+    assert_eq!(h.pids().unwrap(), [41, 42, 43, 44]);
+    // No task/PID/children file: a scan of every stat.
+    assert_eq!(h.children(41).unwrap(), [42, 43]);
+    assert_eq!(h.children(44).unwrap(), Vec::<u32>::new());
+    // Where the kernel lists them, its list is taken as it is.
+    let list = t.path().join("proc/41/task/41");
+    fs::create_dir_all(&list).unwrap();
+    fs::write(list.join("children"), "43 ").unwrap();
+    assert_eq!(h.children(41).unwrap(), [43]);
+}
+
+#[test]
+fn status_fields_and_limit_rows() {
+    let (_t, h) = process_tree();
+    assert_eq!(
+        h.status_field(41, "RssAnon").unwrap().as_deref(),
+        Some("1234 kB")
+    );
+    assert_eq!(
+        h.status_field(41, "Uid").unwrap().as_deref(),
+        Some("0\t0\t0\t0")
+    );
+    assert_eq!(h.status_field(41, "VmSwap").unwrap(), None);
+    assert_eq!(h.soft_limit(41, "Max processes").unwrap(), Some(96068));
+    assert_eq!(h.soft_limit(41, "Max open files").unwrap(), None);
+    assert!(matches!(
+        h.soft_limit(41, "Max locked memory"),
+        Err(Error::Parse { .. })
+    ));
+}

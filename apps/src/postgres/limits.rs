@@ -108,7 +108,7 @@ pub fn process_limits(host: &Host, pm: u32, info: &mut AppInfo) -> Vec<ProcessLi
             "nproc: /proc/{pm}/limits or /proc/{pm}/status not readable"
         )),
     }
-    if let Some(max) = host.number("/proc/sys/kernel/threads-max") {
+    if let Some(max) = host.sysctl_u64("kernel.threads-max") {
         v.push(ProcessLimit {
             name: "threads-max".into(),
             scope: Scope::System,
@@ -118,7 +118,7 @@ pub fn process_limits(host: &Host, pm: u32, info: &mut AppInfo) -> Vec<ProcessLi
             remedy: "sysctl -w kernel.threads-max=N".into(),
         });
     }
-    if let Some(max) = host.number("/proc/sys/kernel/pid_max") {
+    if let Some(max) = host.sysctl_u64("kernel.pid_max") {
         v.push(ProcessLimit {
             name: "pid-max".into(),
             scope: Scope::System,
