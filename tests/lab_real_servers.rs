@@ -712,7 +712,9 @@ fn beam_ports() {
     // when it did (128 at once: some find it full at their last ACK).
     let queued = u(&bp["queued"]);
     assert!(queued > limit / 2 && queued <= limit + 1, "{r:#}");
-    assert_eq!(u(&bp["connections"]), measured + queued, "{r:#}");
+    // Open is held plus queued, plus any left half-open (their last ACK met
+    // a full queue): held is the VM's accepted sockets, not a difference.
+    assert!(u(&bp["connections"]) >= measured + queued, "{r:#}");
     assert_eq!(u(&r["held"]), measured);
     // The VM's own count of the connections it holds, sampled from /proc
     // while the flood runs: at its port cap the VM takes a connection off
@@ -727,12 +729,10 @@ fn beam_ports() {
         "beam +Q 1024, connect: predicted {predicted}, held {measured}, queued {queued} (limit {limit}), open {}, beam holds {counted}",
         bp["connections"]
     );
-    // In connect mode `held` is the open connections less the queued ones,
-    // two readings while the VM churns its backlog (accept, fail to make a
-    // port, close): they can be a few apart (CI once: 1017 of 1020). The
-    // line-mode flood below proves every held connection is served, and
-    // there the count is exact.
-    assert!(within_1pct(measured, predicted), "{r:#}");
+    // `held` is counted on the VM's side in one reading (its established
+    // sockets that accept() gave it), so the VM churning its backlog
+    // (accept, fail to make a port, close) does not move it.
+    assert_eq!(measured, predicted, "{r:#}");
     drop(beam);
 
     let beam = beam_echo(1024);

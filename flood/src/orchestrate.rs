@@ -67,6 +67,10 @@ pub trait Observer {
     fn accept_queue(&mut self) -> Option<QueueSample>;
     /// A server process whose descriptor table is full now, as one line.
     fn server_at_nofile(&mut self) -> Option<String>;
+    /// Connections the server has accepted and still holds from the
+    /// flood's addresses, counted on the server's side at one instant;
+    /// `None`: its sockets cannot be seen from here.
+    fn accepted(&mut self) -> Option<u64>;
 }
 
 /// Sees nothing: a flood without a view of the server.
@@ -77,6 +81,9 @@ impl Observer for NoObserver {
         None
     }
     fn server_at_nofile(&mut self) -> Option<String> {
+        None
+    }
+    fn accepted(&mut self) -> Option<u64> {
         None
     }
 }
@@ -284,6 +291,12 @@ pub fn run_observed(
     };
     // Every connection is still held: this is the server at the breaking point.
     view.queue_at_break = observer.accept_queue();
+    // Only connect mode needs the server's side counted (the other modes
+    // hear from every connection); at a million it is a dump of a million.
+    let connect = plan.mode == Mode::Connect;
+    if connect {
+        view.accepted_at_break = observer.accepted();
+    }
     if view.server_at_nofile.is_none() {
         view.server_at_nofile = observer.server_at_nofile();
     }
@@ -301,6 +314,7 @@ pub fn run_observed(
     };
     let mut open_view = view.clone();
     open_view.queue_end = view.queue_at_break;
+    open_view.accepted_end = view.accepted_at_break;
     on_opened(&merge(&[], &open_view));
     std::thread::sleep(plan.hold);
     for c in &mut workers.0 {
@@ -317,6 +331,9 @@ pub fn run_observed(
     )?;
     // The workers hold everything until released: the backlog as it stays.
     view.queue_end = observer.accept_queue();
+    if connect {
+        view.accepted_end = observer.accepted();
+    }
     for c in &mut workers.0 {
         drop(c.stdin.take());
     }

@@ -145,6 +145,10 @@ pub struct ServerView {
     /// A server process seen with a full descriptor table during the open
     /// phase, as one line (`pid 4242 (nginx) holds 200 of its 200 descriptors`).
     pub server_at_nofile: Option<String>,
+    /// Connections the server had accepted and held when the open phase
+    /// ended, and at the end (see [`crate::orchestrate::Observer::accepted`]).
+    pub accepted_at_break: Option<u64>,
+    pub accepted_end: Option<u64>,
 }
 
 /// Everything a flood measured. `--json` prints exactly this.
@@ -160,7 +164,8 @@ pub struct FloodReport {
     pub opened: u64,
     /// Connections still served at the end, after the end check: MCP and
     /// protocol modes, those that answered it; connect mode, those still
-    /// open less those waiting in the listener's backlog (`queued`).
+    /// open that the server accepted (its own sockets, where it runs on
+    /// this host; else open less those waiting in its backlog, `queued`).
     pub held: u64,
     /// The listener's accept-queue depth at the end: connections the kernel
     /// completed that the server never accepted. `null`: not readable from
@@ -407,7 +412,7 @@ impl FloodReport {
         self.queued = view.queue_end.map(|q| q.depth);
         self.accept_queue_limit = view.queue_end.or(view.queue_at_break).map(|q| q.limit);
         if self.mode == Mode::Connect {
-            self.held = self.held.saturating_sub(self.queued.unwrap_or(0));
+            self.held = connect_held(self.held, self.queued, view.accepted_end);
         }
         let backlog = view.queue_at_break.is_some_and(|q| q.depth > 0);
         if backlog {
@@ -427,7 +432,7 @@ impl FloodReport {
         };
         bp.queued = view.queue_at_break.map(|q| q.depth);
         if mode == Mode::Connect {
-            bp.held = bp.connections.saturating_sub(bp.queued.unwrap_or(0));
+            bp.held = connect_held(bp.connections, bp.queued, view.accepted_at_break);
         }
         let mut seen = Vec::new();
         if let Some(line) = &view.server_at_nofile {
@@ -458,6 +463,19 @@ impl FloodReport {
             bp.cause = FailureKind::ServerEmfile;
         }
         bp.cause_text = bp.cause.describe().to_string();
+    }
+}
+
+/// Connect mode's held: of the connections the flood has open, those the
+/// server accepted. Counted on the server's side where it can be seen (one
+/// reading: a connection waiting in the accept queue, or half-open because
+/// the queue was full at its last ACK, has no socket there yet); otherwise
+/// open less queued, two readings that a server churning its backlog can
+/// set a few apart.
+fn connect_held(open: u64, queued: Option<u64>, accepted: Option<u64>) -> u64 {
+    match accepted {
+        Some(a) => open.min(a),
+        None => open.saturating_sub(queued.unwrap_or(0)),
     }
 }
 

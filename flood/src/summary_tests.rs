@@ -251,6 +251,7 @@ fn no_reply_with_a_backlog_is_a_server_that_stopped_accepting() {
             limit: 1000,
         }),
         server_at_nofile: None,
+        ..ServerView::default()
     };
     let mut r = FloodReport::merge(
         target(),
@@ -325,6 +326,7 @@ fn connect_mode_subtracts_the_backlog_from_held() {
             limit: 1000,
         }),
         server_at_nofile: None,
+        ..ServerView::default()
     });
     let bp = r.breaking_point.as_ref().unwrap();
     assert_eq!(
@@ -346,6 +348,58 @@ fn connect_mode_subtracts_the_backlog_from_held() {
         "{text}"
     );
     assert!(text.contains("held     1000 still served at the end; 1001 waiting in the listener's backlog (limit 1000)"), "{text}");
+}
+
+#[test]
+fn connect_mode_takes_held_from_the_servers_accepted_sockets_when_seen() {
+    // The Erlang VM at +Q 1024 holds 1020; of 5117 connections the flood
+    // has open, 4092 wait in the backlog and 5 are half-open (their last
+    // ACK met a full queue): open less queued says 1025, the server 1020.
+    // At the end it has taken 8 off its backlog and closed them between
+    // the flood's two readings: open less queued would say 1017.
+    let mut w = worker(0, 5117, StopReason::Failure, 0);
+    for _ in 0..20 {
+        w.failures.record(&Failure::new(
+            FailureKind::Timeout,
+            "no TCP handshake within 1000 ms",
+        ));
+    }
+    let mut fin = w.clone();
+    fin.final_ = true;
+    fin.held = 5109;
+    let q = |depth| Some(QueueSample { depth, limit: 4096 });
+    let mut r = FloodReport::merge(target(), Mode::Connect, 1, 6000, &[w], &[fin]);
+    r.observe(&ServerView {
+        queue_at_break: q(4092),
+        queue_end: q(4092),
+        accepted_at_break: Some(1020),
+        accepted_end: Some(1020),
+        ..ServerView::default()
+    });
+    let bp = r.breaking_point.as_ref().unwrap();
+    assert_eq!(
+        (bp.connections, bp.held, bp.queued),
+        (5117, 1020, Some(4092))
+    );
+    assert_eq!((r.held, r.queued), (1020, Some(4092)));
+    // Without the server's sockets in view: open less queued.
+    let mut blind = r.clone();
+    blind.held = 5109;
+    blind.observe(&ServerView {
+        queue_at_break: q(4092),
+        queue_end: q(4092),
+        ..ServerView::default()
+    });
+    assert_eq!(blind.held, 1017);
+    // The server's count never exceeds what the flood has open.
+    let mut few = r.clone();
+    few.held = 900;
+    few.observe(&ServerView {
+        queue_end: q(0),
+        accepted_end: Some(1020),
+        ..ServerView::default()
+    });
+    assert_eq!(few.held, 900);
 }
 
 #[test]

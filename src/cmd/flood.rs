@@ -169,7 +169,9 @@ pub fn run(args: Args) -> CmdResult {
     // from the idle server, is a prediction and not a measurement.
     let prediction = predict_target(args.pid, args.port, &args.app.options()?)?;
     let client_ports = prediction.as_ref().and_then(|_| client_ports(&plan));
-    let mut watch = Watch::new(plan.target, args.pid);
+    let sources =
+        headroom_flood::spec::source_addresses(&plan.target, plan.sources).unwrap_or_default();
+    let mut watch = Watch::new(plan.target, args.pid, sources);
 
     // Workers run this very binary: /proc/self/exe still names it when a
     // rebuild or an upgrade has replaced the file meanwhile.
@@ -225,15 +227,21 @@ struct Watch {
     target: SocketAddr,
     /// `--pid`, else the processes holding the target's listener.
     pids: Vec<u32>,
+    /// The flood's source addresses; empty: the kernel picks one.
+    sources: Vec<std::net::IpAddr>,
 }
 
 impl Watch {
-    fn new(target: SocketAddr, pid: Option<u32>) -> Watch {
+    fn new(target: SocketAddr, pid: Option<u32>, sources: Vec<std::net::IpAddr>) -> Watch {
         let pids = match pid {
             Some(p) => vec![p],
             None => headroom_probe::pids_on_port(target.port()).unwrap_or_default(),
         };
-        Watch { target, pids }
+        Watch {
+            target,
+            pids,
+            sources,
+        }
     }
 }
 
@@ -267,6 +275,24 @@ impl Observer for Watch {
                 )
             })
         })
+    }
+
+    /// The server's established sockets on the target whose peer is one of
+    /// the flood's addresses and that have a socket inode: accept() gave
+    /// them to the server. A connection still in the accept queue, or
+    /// half-open because the queue was full at its last ACK, has none.
+    fn accepted(&mut self) -> Option<u64> {
+        let socks = diag::dump(diag::Query {
+            states: 1 << TcpState::Established as u8,
+            local_port: Some(self.target.port()),
+        })
+        .ok()?;
+        let n = socks
+            .iter()
+            .filter(|s| s.local == self.target && s.inode != 0)
+            .filter(|s| self.sources.is_empty() || self.sources.contains(&s.remote.ip()))
+            .count();
+        Some(n as u64)
     }
 }
 
