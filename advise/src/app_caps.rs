@@ -178,7 +178,7 @@ fn directive(ctx: &Ctx, cap: &AppCap, current: u64, n: u64) -> Remedy {
                     format!("`{set} {n}` in {f}; now, without a restart: redis-cli -p {port} CONFIG SET {set} {n}"),
                 ),
                 None => (
-                    "the server's redis.conf (redis-cli INFO server: config_file)".into(),
+                    "the redis.conf it was started with (`redis-cli INFO server` names it as config_file; the packaged service's is /etc/redis/redis.conf)".into(),
                     "set live, it is lost at restart unless CONFIG REWRITE writes it to the configuration file".into(),
                     live,
                 ),
@@ -311,6 +311,10 @@ mod tests {
             r.command,
             "redis-cli -p 6379 CONFIG SET maxclients 984 && redis-cli -p 6379 CONFIG REWRITE"
         );
+        assert_eq!(
+            r.place,
+            "the redis.conf it was started with (`redis-cli INFO server` names it as config_file; the packaged service's is /etc/redis/redis.conf)"
+        );
         assert_eq!((a.capacity_now, a.capacity_after), (5, Some(984)));
         assert_eq!(a.next_wall.as_deref(), Some("nofile at 984 connections"));
     }
@@ -405,6 +409,11 @@ mod tests {
             Some("/tmp/r/redis.conf")
         );
         assert_eq!(super::conf_in("start it with maxclients N"), None);
+        // A file the reader only guessed is not a place to edit.
+        assert_eq!(
+            super::conf_in("raise maxclients in the configuration file Redis was started with (its command line, which Redis rewrites, does not name it; the packaged service's is /etc/redis/redis.conf), or CONFIG SET maxclients N then CONFIG REWRITE"),
+            None
+        );
     }
 
     #[test]

@@ -105,18 +105,22 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
 
     // From the configuration file.
     let path = cmd_conf.clone().unwrap_or_else(|| default_conf.to_string());
+    let path_said = match &cmd_conf {
+        Some(_) => path.clone(),
+        None => format!("{path}, the packaged default"),
+    };
     match &live_err {
         Some((addr, LiveError::NoAuth)) => info.problems.push(format!(
-            "{product} on {addr} wants a password (NOAUTH): INFO and CONFIG GET not available; maxclients read from {path} (headroom takes it from HEADROOM_REDIS_PASSWORD or --redis-password-file)"
+            "{product} on {addr} wants a password (NOAUTH): INFO and CONFIG GET not available; maxclients read from {path_said} (headroom takes it from HEADROOM_REDIS_PASSWORD or --redis-password-file)"
         )),
         Some((addr, LiveError::AuthRefused(e))) => info.problems.push(format!(
-            "{product} on {addr} refused the password ({e}); maxclients read from {path}"
+            "{product} on {addr} refused the password ({e}); maxclients read from {path_said}"
         )),
         Some((addr, LiveError::AtCap(e))) => info.problems.push(format!(
-            "{product} on {addr} refused this query with \"{e}\": it is at its cap now; maxclients read from {path}"
+            "{product} on {addr} refused this query with \"{e}\": it is at its cap now, and INFO and CONFIG GET wait until a client leaves"
         )),
         Some((addr, LiveError::Failed(e))) => info.problems.push(format!(
-            "{product} on {addr} not read live ({e}); maxclients read from {path}"
+            "{product} on {addr} not read live ({e}); maxclients read from {path_said}"
         )),
         None => {}
     }
@@ -168,6 +172,12 @@ pub fn inspect(seen: &Seen, host: &Host) -> AppInfo {
     };
     let remedy = if lowered {
         fd_remedy(product, configured)
+    } else if cmd_conf.is_none() {
+        // The packaged file is a guess here: naming it as the place to edit
+        // would send an operator to a file this server may never have read.
+        format!(
+            "raise maxclients in the configuration file {product} was started with (its command line, which {product} rewrites, does not name it; the packaged service's is {default_conf}), or CONFIG SET maxclients N then CONFIG REWRITE"
+        )
     } else {
         format!("raise maxclients in {path} (CONFIG SET maxclients N lasts until restart)")
     };
@@ -514,6 +524,18 @@ mod tests {
             info.notes.iter().any(|n| n.contains("maxclients 10000")),
             "{:?}",
             info.notes
+        );
+        // Its title names no file: the packaged one is not given as the
+        // place to raise it, and the refusal is said as such.
+        assert_eq!(
+            c.remedy,
+            "raise maxclients in the configuration file Redis was started with (its command line, which Redis rewrites, does not name it; the packaged service's is /etc/redis/redis.conf), or CONFIG SET maxclients N then CONFIG REWRITE"
+        );
+        assert_eq!(
+            info.problems,
+            vec![format!(
+                "Redis on {addr} refused this query with \"ERR max number of clients reached\": it is at its cap now, and INFO and CONFIG GET wait until a client leaves"
+            )]
         );
         let p = prediction(snap, info);
         assert_eq!(
