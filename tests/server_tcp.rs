@@ -393,3 +393,31 @@ fn sigterm_drains_in_flight_requests() {
         "no longer accepting"
     );
 }
+
+#[test]
+fn the_listeners_tool_shows_the_servers_own_port() {
+    let srv = Server::start(&["--threads", "3"]);
+    let mut c = srv.connect();
+    c.initialize("2025-11-25");
+    let port = srv.addr.port();
+    let r = c.request(
+        json!(1),
+        "tools/call",
+        json!({"name": "listeners", "arguments": {"port": port}}),
+    );
+    let ls = r["result"]["structuredContent"]["listeners"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"));
+    // One listener per serving thread (SO_REUSEPORT), all on this address.
+    assert_eq!(ls.len(), 3, "{r}");
+    for l in ls {
+        assert_eq!(l["address"], srv.addr.to_string(), "{r}");
+        assert_eq!(l["port"], port);
+    }
+    let r = c.request(
+        json!(2),
+        "tools/call",
+        json!({"name": "listeners", "arguments": {"port": 0}}),
+    );
+    assert_eq!(r["result"]["isError"], true, "{r}");
+}

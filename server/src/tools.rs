@@ -4,7 +4,7 @@
 
 use crate::capacity;
 pub use crate::state::ServerState;
-use headroom_core::{Listener, SCHEMA_VERSION};
+use headroom_core::SCHEMA_VERSION;
 use headroom_mcp::{Args, Registry, RpcError, ToolFuture, ToolOutput};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
@@ -73,67 +73,6 @@ pub fn capacity_document(state: &ServerState) -> Value {
         "prediction": prediction,
         "snapshot": snap,
     })
-}
-
-/// Listening TCP sockets of the host's (namespace's) /proc/net/tcp{,6}.
-pub fn listeners(port: Option<u16>) -> Vec<Listener> {
-    let mut out = Vec::new();
-    for (path, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
-        let Ok(text) = std::fs::read_to_string(path) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() < 10 || f[3] != "0A" {
-                continue;
-            }
-            let Some((addr_hex, port_hex)) = f[1].split_once(':') else {
-                continue;
-            };
-            let Ok(p) = u16::from_str_radix(port_hex, 16) else {
-                continue;
-            };
-            if port.is_some_and(|want| want != p) {
-                continue;
-            }
-            let Some((tx, rx)) = f[4].split_once(':') else {
-                continue;
-            };
-            let depth = u64::from_str_radix(rx, 16).unwrap_or(0);
-            let limit = u64::from_str_radix(tx, 16).unwrap_or(0);
-            let address = format_addr(addr_hex, v6, p);
-            out.push(Listener {
-                address,
-                port: p,
-                accept_queue_depth: depth,
-                accept_queue_limit: limit,
-                accept_queue_peak: depth,
-                queue_full_events: None,
-                inode: f[9].parse().unwrap_or(0),
-            });
-        }
-    }
-    out
-}
-
-fn format_addr(hex: &str, v6: bool, port: u16) -> String {
-    let bytes: Vec<u8> = (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok())
-        .collect();
-    if !v6 && bytes.len() == 4 {
-        // /proc prints the address as a host-order u32.
-        format!("{}.{}.{}.{}:{port}", bytes[3], bytes[2], bytes[1], bytes[0])
-    } else if bytes.len() == 16 {
-        let mut b = [0u8; 16];
-        for (i, chunk) in bytes.chunks(4).enumerate() {
-            for j in 0..4 {
-                b[i * 4 + j] = chunk[3 - j];
-            }
-        }
-        format!("[{}]:{port}", std::net::Ipv6Addr::from(b))
-    } else {
-        format!("?:{port}")
-    }
 }
 
 /// The registry `headroom serve` offers.
@@ -230,7 +169,10 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
                     None => return Ok(ToolOutput::error("port must be an integer between 1 and 65535")),
                 },
             };
-            Ok(ToolOutput::structured(json!({"listeners": listeners(port)})))
+            match headroom_probe::poll::listening(port) {
+                Ok(ls) => Ok(ToolOutput::structured(json!({"listeners": ls}))),
+                Err(e) => Ok(ToolOutput::error(format!("listeners not read: {e}"))),
+            }
         },
     );
 
@@ -408,18 +350,4 @@ pub fn registry(state: Arc<ServerState>, profiles: Vec<Profile>) -> Registry {
             .collect()
     }));
     reg
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_proc_addresses() {
-        assert_eq!(format_addr("0100007F", false, 80), "127.0.0.1:80");
-        assert_eq!(
-            format_addr("00000000000000000000000001000000", true, 8808),
-            "[::1]:8808"
-        );
-    }
 }

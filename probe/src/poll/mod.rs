@@ -223,6 +223,16 @@ pub fn resync_after(every: Duration, cost: Duration, factor: u32) -> Duration {
     every.max(cost.saturating_mul(factor))
 }
 
+/// The listening TCP sockets of the calling thread's network namespace (on
+/// `port` only, when given), in the order listeners are shown in. The
+/// kernel filters by state, so the cost does not grow with connections:
+/// /proc/net/tcp would print every socket of the host to show its listeners.
+pub fn listening(port: Option<u16>) -> Result<Vec<Listener>, Error> {
+    let mut socks = diag::dump(diag::Query::listeners(port))?;
+    socks.sort_by_key(listener_order);
+    Ok(socks.iter().map(listener_of).collect())
+}
+
 /// The order listeners are shown in: by port, IPv4 first, by address.
 fn listener_order(s: &DiagSocket) -> (u16, bool, std::net::IpAddr, u64) {
     (s.local.port(), s.local.is_ipv6(), s.local.ip(), s.inode)
@@ -323,5 +333,28 @@ mod tests {
             Duration::from_secs(1500)
         );
         assert_eq!(resync_after(min, Duration::from_secs(5), 0), min);
+    }
+
+    #[test]
+    fn listening_shows_one_port_with_its_queue() {
+        // std listens with a backlog of 128; the kernel caps it at somaxconn.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let somaxconn = headroom_host::Host::system()
+            .sysctl_u64("net.core.somaxconn")
+            .unwrap();
+        let got = listening(Some(port)).unwrap();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].address, format!("127.0.0.1:{port}"));
+        assert_eq!(
+            (got[0].accept_queue_depth, got[0].accept_queue_limit),
+            (0, somaxconn.min(128))
+        );
+        // One connection the server has not accepted waits in its queue.
+        let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let got = listening(Some(port)).unwrap();
+        assert_eq!(got[0].accept_queue_depth, 1);
+        drop(l);
+        assert!(listening(Some(port)).unwrap().is_empty());
     }
 }
