@@ -714,7 +714,10 @@ fn beam_ports() {
     assert!(queued > limit / 2 && queued <= limit + 1, "{r:#}");
     // Open is held plus queued, plus any left half-open (their last ACK met
     // a full queue): held is the VM's accepted sockets, not a difference.
-    assert!(u(&bp["connections"]) >= measured + queued, "{r:#}");
+    // The queue is read a moment after the count of open connections, and
+    // handshakes still in flight then (at most --concurrency, 128) may land
+    // in it in between: seen once, 5,110 open against 1,020 + 4,092.
+    assert!(u(&bp["connections"]) + 128 >= measured + queued, "{r:#}");
     assert_eq!(u(&r["held"]), measured);
     // The VM's own count of the connections it holds, sampled from /proc
     // while the flood runs: at its port cap the VM takes a connection off
