@@ -58,7 +58,7 @@ impl AppArgs {
 /// links and maps among them) to a child process that closes them once
 /// this process has exited. `source` (what holds the eBPF objects) is never
 /// dropped here: its drop is the slow part. Used by every command that
-/// attaches the probe and then exits (`top`, `advise`, `probe --once`).
+/// attaches the probe and then exits (`top`, `up`, `advise`, `probe --once`).
 pub fn detach_after_exit<T>(source: T) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the child runs only async-signal-safe calls (setsid, open,

@@ -183,6 +183,9 @@ pub fn run(args: Args) -> CmdResult {
         Ok(())
     });
     let (status, killed) = server.stop();
+    // As in `top`: the kernel's detach of the eBPF programs takes seconds,
+    // so a child that outlives us closes them and the shell has its prompt.
+    super::detach_after_exit(source);
     result?;
     let how = match (status, killed) {
         (_, true) => "did not drain in time and was killed".to_string(),
