@@ -201,7 +201,13 @@ impl AppInfo {
             .iter()
             .map(|c| format!("{} {} ({})", c.setting, c.limit, c.source.as_str()))
             .collect();
-        if caps.is_empty() {
+        if caps.is_empty() && self.problems.is_empty() {
+            // Read, and none set (headroom serve without --max-connections).
+            format!(
+                "{} ({}): no connection cap of its own: kernel limits only",
+                self.kind, self.comm
+            )
+        } else if caps.is_empty() {
             format!(
                 "{} ({}): its connection cap could not be read: kernel limits only",
                 self.kind, self.comm

@@ -259,6 +259,12 @@ fn a_known_server_whose_cap_could_not_be_read_still_gets_a_prediction() {
         s.app.as_ref().unwrap().summary(),
         "redis (redis): its connection cap could not be read: kernel limits only"
     );
+    // Read without a problem and no cap set is not a failure to read.
+    let none = app("headroom", Vec::new());
+    assert_eq!(
+        none.summary(),
+        "headroom (headroom): no connection cap of its own: kernel limits only"
+    );
     assert!(!p
         .binding_constraint()
         .unwrap()
